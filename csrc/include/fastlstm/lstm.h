@@ -1,0 +1,110 @@
+// The CPU engine's public interface: the plain structs the bindings fill, and the entry points.
+// No Python types here or anywhere below; the bindings are the only pybind11 file.
+//
+// GENERAL NOTES (the letters of API.md)
+//   T time steps, B batch, I input size, H hidden size, P proj_size, Hout = P if P > 0 else H,
+//   D = 2 if bidirectional else 1, L layers, k layer index, d direction (0 forward, 1 reverse).
+//   Gate order everywhere (weights, biases, pre-activations z): i, f, g, o, blocks of H (torch's order).
+//   Per step:  z = x_t W_ih^T + (b_ih + b_hh) + h_{t-1} W_hh^T;  z_i += p_i c_{t-1};  z_f += p_f c_{t-1};
+//              c_t = sigmoid(z_f) c_{t-1} + sigmoid(z_i) tanh(z_g);  z_o += p_o c_t;
+//              h_t = sigmoid(z_o) tanh(c_t)  [then h_t = h_t W_hr^T with a projection].
+//   Summation order is fixed per output element (bias, then x_t W_ih^T over i ascending, then h_{t-1} W_hh^T
+//   over k ascending), independent of the thread count and of which rows share a tile: every result is
+//   bitwise reproducible, whatever the thread count, batch composition or call path (step or sequence).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "fastlstm/isa.h"
+
+namespace fastlstm::cpu {
+
+enum class DType : int { kF32 = 0, kF64 = 1 };
+inline std::size_t dtype_size(DType t) { return t == DType::kF32 ? 4 : 8; }
+
+struct ModelShape {
+  int input_size = 0, hidden_size = 0, num_layers = 1, proj_size = 0;
+  bool bidirectional = false, bias = true, peephole = false;
+  int directions() const { return bidirectional ? 2 : 1; }
+  int out_size() const { return proj_size > 0 ? proj_size : hidden_size; }
+  int layer_input(int k) const { return k == 0 ? input_size : directions() * out_size(); }
+};
+
+// One layer and direction as the user holds it: row-major, contiguous, in the model's dtype.
+//   w_ih [4H, layer_input]  w_hh [4H, Hout]  b_ih, b_hh [4H] or null  w_hr [P, H] or null
+//   p_i, p_f, p_o [H] or null (all three or none)
+struct RawLayer {
+  const void *w_ih = nullptr, *w_hh = nullptr, *b_ih = nullptr, *b_hh = nullptr, *w_hr = nullptr;
+  const void *p_i = nullptr, *p_f = nullptr, *p_o = nullptr;
+};
+
+// A 64-byte aligned, zero-initialised byte buffer (throws std::bad_alloc).
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t bytes);
+  AlignedBuffer(AlignedBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer();
+  void* data() const { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  void* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+// Weights packed for one kernel family and dtype; immutable once built, shared by concurrent calls.
+// Layout per layer and direction (U = the family's units per vector, NB = ceil(H/U) unit blocks):
+//   w_ih [NB][I][4][U], w_hh [NB][Hout][4][U]: gate-interleaved panels, units >= H zero;
+//   bias [NB][4][U] = b_ih + b_hh; peep [3][NB*U] (i, f, o); w_hr [ceil(P/U)][H][U].
+struct PackedModel {
+  ModelShape shape;
+  Isa isa = Isa::kScalar;
+  DType dtype = DType::kF32;
+  int units = 1;  // U
+  struct Offsets { std::size_t w_ih, w_hh, bias, peep, w_hr; };  // element offsets into data
+  std::vector<Offsets> layers;  // [k * D + d]
+  std::size_t packed_bytes = 0;
+  AlignedBuffer data;
+  const void* at(std::size_t elem_offset) const {
+    return static_cast<const char*>(data.data()) + elem_offset * dtype_size(dtype);
+  }
+};
+
+// Packs `layers` ([k * D + d], shape.num_layers * D entries) for `isa`. Throws std::invalid_argument
+// for a shape out of range, std::bad_alloc when memory cannot be had.
+std::unique_ptr<PackedModel> pack_model(const ModelShape& shape, DType dtype, Isa isa, const RawLayer* layers);
+
+// One inference call. Element (t, b, i) of x is x[t * x_st + b * x_sb + i]; y likewise with y_st, y_sb
+// (directions concatenated along the last axis). x and y must not overlap.
+//   h0 [D*L, B, Hout], c0 [D*L, B, H]: contiguous, or null for zeros.   h_n, c_n: same shapes, written.
+//   lengths [B] in [1, T] or null (then all T). y[t, b] = 0 for t >= lengths[b].
+struct ForwardArgs {
+  const PackedModel* model = nullptr;
+  int T = 0, B = 0;
+  const void* x = nullptr;
+  std::int64_t x_st = 0, x_sb = 0;
+  const void *h0 = nullptr, *c0 = nullptr;
+  const std::int64_t* lengths = nullptr;
+  void* y = nullptr;
+  std::int64_t y_st = 0, y_sb = 0;
+  void *h_n = nullptr, *c_n = nullptr;
+  int num_threads = 1;
+};
+void forward(const ForwardArgs& args);
+
+// Element-wise activations of a kernel family, exposed for the accuracy tests. n elements, any n.
+void activation(Isa isa, DType dtype, int which /*0 sigmoid, 1 tanh*/, const void* in, void* out, std::size_t n);
+
+// Thread team size used when a call does not say (FASTLSTM_NUM_THREADS, else the hardware's).
+int default_num_threads();
+void set_default_num_threads(int n);
+
+}  // namespace fastlstm::cpu

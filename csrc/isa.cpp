@@ -1,0 +1,98 @@
+// Runtime CPU feature detection: cpuid for the instructions, xgetbv for the OS's register support.
+// Compiled with the baseline flags, so it runs on any x86-64 (or any CPU at all, elsewhere).
+#include "fastlstm/isa.h"
+
+#include <cstring>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define FASTLSTM_X86 1
+#endif
+
+namespace fastlstm::cpu {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool isa_from_name(const char* name, Isa* out) {
+  for (int i = 0; i < kNumIsas; ++i) {
+    if (std::strcmp(name, isa_name(static_cast<Isa>(i))) == 0) {
+      *out = static_cast<Isa>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool isa_built(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return true;
+#if defined(FASTLSTM_HAVE_AVX2)
+    case Isa::kAvx2: return true;
+#endif
+#if defined(FASTLSTM_HAVE_AVX512)
+    case Isa::kAvx512: return true;
+#endif
+    default: return false;
+  }
+}
+
+namespace {
+
+#if defined(FASTLSTM_X86)
+struct X86Features {
+  bool avx2_fma = false;
+  bool avx512 = false;  // F + VL + BW + DQ: what the avx512 file is compiled for
+};
+
+X86Features detect() {
+  X86Features f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), fma = c & (1u << 12), f16c = c & (1u << 29);
+  if (!osxsave || !avx) return f;
+  unsigned xcr0_lo, xcr0_hi;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const bool os_ymm = (xcr0_lo & 0x6) == 0x6;     // XMM and YMM state
+  const bool os_zmm = (xcr0_lo & 0xe6) == 0xe6;   // plus opmask and both ZMM halves
+  if (__get_cpuid_max(0, nullptr) < 7) return f;
+  __cpuid_count(7, 0, a, b, c, d);
+  const bool avx2 = b & (1u << 5);
+  const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
+  f.avx2_fma = os_ymm && avx2 && fma && f16c;
+  f.avx512 = f.avx2_fma && os_zmm && avx512;
+  return f;
+}
+#endif
+
+}  // namespace
+
+bool isa_supported(Isa isa) {
+  if (!isa_built(isa)) return false;
+#if defined(FASTLSTM_X86)
+  static const X86Features f = detect();
+  switch (isa) {
+    case Isa::kScalar: return true;
+    case Isa::kAvx2: return f.avx2_fma;
+    case Isa::kAvx512: return f.avx512;
+  }
+  return false;
+#else
+  return isa == Isa::kScalar;
+#endif
+}
+
+Isa isa_best() {
+  for (int i = kNumIsas - 1; i > 0; --i) {
+    if (isa_supported(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  }
+  return Isa::kScalar;
+}
+
+}  // namespace fastlstm::cpu

@@ -1,0 +1,81 @@
+// The AVX2 + FMA kernel family: 8 float or 4 double units per vector, 3-row tiles (12 accumulators,
+// 3 broadcasts and one weight vector fill the 16 ymm registers). Reached only after the cpuid check.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "engine.h"
+
+namespace fastlstm::cpu {
+namespace avx2 {
+
+struct VecF {
+  using T = float;
+  using R = __m256;
+  static constexpr int N = 8, MR = 3;
+  static R load(const T* p) { return _mm256_loadu_ps(p); }
+  static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
+  static R set1(T x) { return _mm256_set1_ps(x); }
+  static R zero() { return _mm256_setzero_ps(); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R div(R a, R b) { return _mm256_div_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R abs(R x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+  static R max_keep_nan(R lo, R x) { return _mm256_max_ps(lo, x); }  // NaN in x: x (second operand)
+  static R select_ge0(R x, R a, R b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, zero(), _CMP_GE_OQ)); }
+  static R select_lt(R x, R lim, R a, R b) { return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, lim, _CMP_LT_OQ)); }
+  static R copysign(R mag, R sgn) {
+    const R m = _mm256_set1_ps(-0.0f);
+    return _mm256_or_ps(_mm256_andnot_ps(m, mag), _mm256_and_ps(m, sgn));
+  }
+  static R pow2_magic(R t) {
+    const __m256i i = _mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(i, 23));
+  }
+};
+
+struct VecD {
+  using T = double;
+  using R = __m256d;
+  static constexpr int N = 4, MR = 3;
+  static R load(const T* p) { return _mm256_loadu_pd(p); }
+  static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
+  static R set1(T x) { return _mm256_set1_pd(x); }
+  static R zero() { return _mm256_setzero_pd(); }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+  static R div(R a, R b) { return _mm256_div_pd(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R abs(R x) { return _mm256_andnot_pd(_mm256_set1_pd(-0.0), x); }
+  static R max_keep_nan(R lo, R x) { return _mm256_max_pd(lo, x); }
+  static R select_ge0(R x, R a, R b) { return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, zero(), _CMP_GE_OQ)); }
+  static R select_lt(R x, R lim, R a, R b) { return _mm256_blendv_pd(b, a, _mm256_cmp_pd(x, lim, _CMP_LT_OQ)); }
+  static R copysign(R mag, R sgn) {
+    const R m = _mm256_set1_pd(-0.0);
+    return _mm256_or_pd(_mm256_andnot_pd(m, mag), _mm256_and_pd(m, sgn));
+  }
+  static R pow2_magic(R t) {
+    const __m256i i = _mm256_add_epi64(_mm256_castpd_si256(t), _mm256_set1_epi64x(1023));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(i, 52));
+  }
+};
+
+#include "lstm_kernels.h"
+
+}  // namespace avx2
+
+const KernelTable& kernels_avx2() {
+  static const KernelTable table = {
+      {avx2::VecF::N, avx2::VecD::N},
+      {avx2::run_direction_impl<avx2::VecF>, avx2::run_direction_impl<avx2::VecD>},
+      {avx2::activation_impl<avx2::VecF>, avx2::activation_impl<avx2::VecD>},
+  };
+  return table;
+}
+
+}  // namespace fastlstm::cpu

@@ -1,0 +1,37 @@
+"""Shared fixtures: seeded randomness, the kernel-family (ISA) parametrisation, tolerances."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+import fastlstm
+from fastlstm import _runtime
+
+ISAS = _runtime.available_isas()  # every family built AND runnable on this host runs the suite
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id: fresh inputs per test, the same on every run."""
+    seed = zlib.crc32(request.node.nodeid.encode())  # str hash() differs per process
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Selects one CPU kernel family for the test, restoring the previous one afterwards."""
+    previous = _runtime.selected_isa()
+    _runtime._set_isa(request.param)
+    yield request.param
+    _runtime._set_isa(previous)
+
+
+@pytest.fixture
+def threads():
+    """Restores the engine's thread count after a test that changes it."""
+    previous = fastlstm.get_num_threads()
+    yield
+    fastlstm.set_num_threads(previous)

@@ -72,7 +72,7 @@ struct Packed {
 };
 
 Packed pack(int input_size, int hidden_size, int num_layers, int proj_size, bool bidirectional, bool bias,
-            bool peephole, const std::string& dtype, const std::string& isa, const py::list& layers) {
+            bool peephole, const std::string& dtype, const std::string& isa, const py::list& layers, bool training) {
   cpu::ModelShape s;
   s.input_size = input_size;
   s.hidden_size = hidden_size;
@@ -109,7 +109,7 @@ Packed pack(int input_size, int hidden_size, int num_layers, int proj_size, bool
   }
   const cpu::Isa which = isa_of(isa);
   py::gil_scoped_release release;
-  return Packed{cpu::pack_model(s, dt, which, raw.data())};
+  return Packed{cpu::pack_model(s, dt, which, raw.data(), training)};
 }
 
 const void* checked_int64(const py::handle& obj, py::ssize_t B) {
@@ -121,8 +121,18 @@ const void* checked_int64(const py::handle& obj, py::ssize_t B) {
 
 // x: [T, B, I] or, with batch_first, [B, T, I] (last axis contiguous). Returns (y, h_n, c_n) with y in x's
 // layout. h0/c0: C-contiguous [D*L, B, Hout] / [D*L, B, H] or None. lengths: int64 [B] or None.
-py::tuple forward(const Packed& packed, const py::array& x, const py::object& h0, const py::object& c0,
-                  const py::object& lengths, bool batch_first, int num_threads) {
+struct Saved {
+  std::shared_ptr<const cpu::TrainState> state;
+};
+
+// Fills a's inputs from x, h0, c0, lengths and allocates the outputs (y in x's layout).
+struct ForwardIo {
+  cpu::ForwardArgs a;
+  py::array y, h_n, c_n;
+};
+
+ForwardIo forward_io(const Packed& packed, const py::array& x, const py::object& h0, const py::object& c0,
+                     const py::object& lengths, bool batch_first, int num_threads) {
   const cpu::PackedModel& m = *packed.model;
   const cpu::ModelShape& s = m.shape;
   if (!x.dtype().is(np_dtype(m.dtype))) type_error("x: expected dtype " + std::string(py::str(np_dtype(m.dtype))));
@@ -131,7 +141,8 @@ py::tuple forward(const Packed& packed, const py::array& x, const py::object& h0
   if (x.strides(2) != x.itemsize()) value_error("x: the last axis must be contiguous");
   const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
   if (x.shape(ta) > INT32_MAX || x.shape(ba) > INT32_MAX) value_error("x: T and B must be < 2^31");
-  cpu::ForwardArgs a;
+  ForwardIo io;
+  cpu::ForwardArgs& a = io.a;
   a.model = &m;
   a.T = static_cast<int>(x.shape(ta));
   a.B = static_cast<int>(x.shape(ba));
@@ -147,20 +158,122 @@ py::tuple forward(const Packed& packed, const py::array& x, const py::object& h0
   }
   std::vector<py::ssize_t> yshape = batch_first ? std::vector<py::ssize_t>{a.B, a.T, D * Hout}
                                                 : std::vector<py::ssize_t>{a.T, a.B, D * Hout};
-  py::array y(np_dtype(m.dtype), yshape);
-  py::array h_n(np_dtype(m.dtype), std::vector<py::ssize_t>{D * L, a.B, Hout});
-  py::array c_n(np_dtype(m.dtype), std::vector<py::ssize_t>{D * L, a.B, H});
-  a.y = y.mutable_data();
-  a.y_st = elem_stride(y, ta, "y");
-  a.y_sb = elem_stride(y, ba, "y");
-  a.h_n = h_n.mutable_data();
-  a.c_n = c_n.mutable_data();
+  io.y = py::array(np_dtype(m.dtype), yshape);
+  io.h_n = py::array(np_dtype(m.dtype), std::vector<py::ssize_t>{D * L, a.B, Hout});
+  io.c_n = py::array(np_dtype(m.dtype), std::vector<py::ssize_t>{D * L, a.B, H});
+  a.y = io.y.mutable_data();
+  a.y_st = elem_stride(io.y, ta, "y");
+  a.y_sb = elem_stride(io.y, ba, "y");
+  a.h_n = io.h_n.mutable_data();
+  a.c_n = io.c_n.mutable_data();
+  a.num_threads = num_threads > 0 ? num_threads : cpu::default_num_threads();
+  return io;
+}
+
+// x: [T, B, I] or, with batch_first, [B, T, I] (last axis contiguous). Returns (y, h_n, c_n) with y in x's
+// layout. h0/c0: C-contiguous [D*L, B, Hout] / [D*L, B, H] or None. lengths: int64 [B] or None.
+py::tuple forward(const Packed& packed, const py::array& x, const py::object& h0, const py::object& c0,
+                  const py::object& lengths, bool batch_first, int num_threads) {
+  ForwardIo io = forward_io(packed, x, h0, c0, lengths, batch_first, num_threads);
+  {
+    py::gil_scoped_release release;
+    cpu::forward(io.a);
+  }
+  return py::make_tuple(io.y, io.h_n, io.c_n);
+}
+
+// The dropout masks of a training call: None, or L-1 arrays [T, B, D*Hout] (C-contiguous, the model's dtype).
+std::vector<const void*> mask_pointers(const cpu::PackedModel& m, const py::object& masks, int T, int B) {
+  const int L = m.shape.num_layers;
+  std::vector<const void*> out(std::max(L - 1, 1), nullptr);
+  if (masks.is_none()) return out;
+  py::list lst = masks.cast<py::list>();
+  if (static_cast<int>(lst.size()) != L - 1) value_error("masks: expected num_layers - 1 arrays");
+  const py::ssize_t width = static_cast<py::ssize_t>(m.shape.directions()) * m.shape.out_size();
+  for (int k = 0; k < L - 1; ++k) out[k] = checked(lst[k], "masks[" + std::to_string(k) + "]", m.dtype, {T, B, width});
+  return out;
+}
+
+py::tuple forward_train(const Packed& packed, const py::array& x, const py::object& h0, const py::object& c0,
+                        const py::object& lengths, bool batch_first, const py::object& masks, int num_threads) {
+  if (!packed.model->training) value_error("packed: not packed for training");
+  ForwardIo io = forward_io(packed, x, h0, c0, lengths, batch_first, num_threads);
+  const std::vector<const void*> mp = mask_pointers(*packed.model, masks, io.a.T, io.a.B);
+  std::shared_ptr<cpu::TrainState> state;
+  {
+    py::gil_scoped_release release;
+    state = cpu::forward_train(io.a, mp.data());
+  }
+  return py::make_tuple(io.y, io.h_n, io.c_n, Saved{state});
+}
+
+// dy in y's layout (batch_first as the forward); returns (dx, dh0, dc0, grads: list of dicts per layer-direction).
+py::tuple backward(const Packed& packed, const Saved& saved, const py::array& dy, const py::object& dh_n,
+                   const py::object& dc_n, bool batch_first, const py::object& masks, int num_threads) {
+  const cpu::PackedModel& m = *packed.model;
+  const cpu::TrainState& st = *saved.state;
+  if (!m.training) value_error("packed: not packed for training");
+  if (m.isa != st.isa || m.dtype != st.dtype) value_error("packed: packed for another isa or dtype than the state");
+  const cpu::ModelShape& s = st.shape;
+  const py::ssize_t D = s.directions(), L = s.num_layers, Hout = s.out_size(), H = s.hidden_size, P = s.proj_size;
+  const py::ssize_t T = st.T, B = st.B;
+  const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
+  std::vector<py::ssize_t> yshape = batch_first ? std::vector<py::ssize_t>{B, T, D * Hout}
+                                                : std::vector<py::ssize_t>{T, B, D * Hout};
+  cpu::BackwardArgs a;
+  a.model = &m;
+  a.state = &st;
+  a.dy = checked(dy, "dy", m.dtype, yshape);
+  a.dy_st = elem_stride(dy, ta, "dy");
+  a.dy_sb = elem_stride(dy, ba, "dy");
+  if (!dh_n.is_none()) a.dh_n = checked(dh_n, "dh_n", m.dtype, {D * L, B, Hout});
+  if (!dc_n.is_none()) a.dc_n = checked(dc_n, "dc_n", m.dtype, {D * L, B, H});
+  std::vector<py::ssize_t> xshape = batch_first ? std::vector<py::ssize_t>{B, T, s.input_size}
+                                                : std::vector<py::ssize_t>{T, B, s.input_size};
+  py::array dx(np_dtype(m.dtype), xshape);
+  py::array dh0(np_dtype(m.dtype), std::vector<py::ssize_t>{D * L, B, Hout});
+  py::array dc0(np_dtype(m.dtype), std::vector<py::ssize_t>{D * L, B, H});
+  a.dx = dx.mutable_data();
+  a.dx_st = elem_stride(dx, ta, "dx");
+  a.dx_sb = elem_stride(dx, ba, "dx");
+  a.dh0 = dh0.mutable_data();
+  a.dc0 = dc0.mutable_data();
+  const std::vector<const void*> mp = mask_pointers(m, masks, static_cast<int>(T), static_cast<int>(B));
+  a.masks = mp.data();
+  py::list grads;
+  std::vector<cpu::GradPointers> gp(static_cast<std::size_t>(L * D));
+  const py::dtype dt = np_dtype(m.dtype);
+  auto make = [&](py::dict& d, const char* name, std::vector<py::ssize_t> shape) {
+    py::array arr(dt, shape);
+    d[name] = arr;
+    return arr.mutable_data();
+  };
+  for (py::ssize_t k = 0; k < L; ++k) {
+    for (py::ssize_t d = 0; d < D; ++d) {
+      py::dict g;
+      cpu::GradPointers& p = gp[k * D + d];
+      p.w_ih = make(g, "w_ih", {4 * H, s.layer_input(static_cast<int>(k))});
+      p.w_hh = make(g, "w_hh", {4 * H, Hout});
+      if (s.bias) {
+        p.b_ih = make(g, "b_ih", {4 * H});
+        p.b_hh = make(g, "b_hh", {4 * H});
+      }
+      if (P > 0) p.w_hr = make(g, "w_hr", {P, H});
+      if (s.peephole) {
+        p.p_i = make(g, "p_i", {H});
+        p.p_f = make(g, "p_f", {H});
+        p.p_o = make(g, "p_o", {H});
+      }
+      grads.append(g);
+    }
+  }
+  a.grads = gp.data();
   a.num_threads = num_threads > 0 ? num_threads : cpu::default_num_threads();
   {
     py::gil_scoped_release release;
-    cpu::forward(a);
+    cpu::backward(a);
   }
-  return py::make_tuple(y, h_n, c_n);
+  return py::make_tuple(dx, dh0, dc0, grads);
 }
 
 py::array activation(const py::array& x, const std::string& which, const std::string& isa) {
@@ -194,6 +307,7 @@ py::tuple cuda_cell_forward(const py::array& z, const py::array& c_prev, const p
                             const py::object& p_f, const py::object& p_o) {
   if (z.ndim() != 2 || z.shape(1) % 4 != 0) value_error("z: expected shape (B, 4H)");
   const py::ssize_t B = z.shape(0), H = z.shape(1) / 4;
+  if (B < 1 || H < 1 || B > INT32_MAX || H > INT32_MAX) value_error("z: expected 1 <= B, H < 2^31");
   const float* zp = static_cast<const float*>(checked(z, "z", cpu::DType::kF32, {B, 4 * H}));
   const float* cp = static_cast<const float*>(checked(c_prev, "c_prev", cpu::DType::kF32, {B, H}));
   const bool peep = !p_i.is_none();
@@ -256,13 +370,26 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("isa", [](const Packed& p) { return std::string(cpu::isa_name(p.model->isa)); })
       .def_property_readonly("nbytes", [](const Packed& p) { return p.model->packed_bytes; })
       .def_property_readonly("units", [](const Packed& p) { return p.model->units; });
+  py::class_<Saved>(m, "Saved", "What a training forward kept for backward (immutable).")
+      .def_property_readonly("nbytes", [](const Saved& s) { return s.state->data.size(); })
+      .def_property_readonly("isa", [](const Saved& s) { return std::string(cpu::isa_name(s.state->isa)); });
   m.def("pack", &pack, py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("proj_size"),
         py::arg("bidirectional"), py::arg("bias"), py::arg("peephole"), py::arg("dtype"), py::arg("isa"),
-        py::arg("layers"));
+        py::arg("layers"), py::arg("training") = false);
+  m.def("forward_train", &forward_train, py::arg("packed"), py::arg("x"), py::arg("h0"), py::arg("c0"),
+        py::arg("lengths"), py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0);
+  m.def("backward", &backward, py::arg("packed"), py::arg("saved"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
+        py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0);
   m.def("forward", &forward, py::arg("packed"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("lengths"),
         py::arg("batch_first"), py::arg("num_threads") = 0);
   m.def("activation", &activation, py::arg("x"), py::arg("which"), py::arg("isa"));
   m.def("cpu_info", &cpu_info);
+  m.def("fma_peak_gflops", [](const std::string& isa, int threads, double seconds) {
+    const cpu::Isa which = isa_of(isa);
+    py::gil_scoped_release release;
+    return cpu::fma_peak_gflops(which, threads, seconds);
+  }, py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.2,
+     "Measured float32 FMA throughput (GFLOP/s) of a kernel family on `threads` threads.");
   m.def("get_num_threads", &cpu::default_num_threads);
   m.def("set_num_threads", &cpu::set_default_num_threads, py::arg("n"));
 }

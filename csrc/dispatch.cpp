@@ -1,6 +1,7 @@
 // The sequence driver: packs weights for a kernel family, checks a call's arguments, orders rows by
 // length, lays out the workspace and runs layers and directions on the thread team.
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -92,6 +93,38 @@ void pack_rows(const T* w, int P, int H, int U, T* out) {
       }
 }
 
+// [4H, K] row-major -> [ceil(K/U)][4 * Hp][U] for backward's products with dz: the rows in the packed gate
+// order [NB][4][U] of dz, the columns (K) in vectors.
+template <class T>
+void pack_gates_t(const T* w, int H, int K, int U, T* out) {
+  const int nb = (H + U - 1) / U, kb = (K + U - 1) / U;
+  const std::size_t rows = static_cast<std::size_t>(nb) * 4 * U;
+  for (int c = 0; c < kb; ++c)
+    for (int b = 0; b < nb; ++b)
+      for (int g = 0; g < 4; ++g)
+        for (int u = 0; u < U; ++u) {
+          const int unit = b * U + u;
+          const std::size_t kappa = (static_cast<std::size_t>(b) * 4 + g) * U + u;
+          for (int v = 0; v < U; ++v) {
+            const int col = c * U + v;
+            out[(c * rows + kappa) * U + v] =
+                (unit < H && col < K) ? w[static_cast<std::size_t>(g * H + unit) * K + col] : T(0);
+          }
+        }
+}
+
+// [P, H] row-major -> [ceil(H/U)][P][U] (columns of H in vectors).
+template <class T>
+void pack_cols(const T* w, int P, int H, int U, T* out) {
+  const int nb = (H + U - 1) / U;
+  for (int b = 0; b < nb; ++b)
+    for (int p = 0; p < P; ++p)
+      for (int u = 0; u < U; ++u) {
+        const int col = b * U + u;
+        out[(static_cast<std::size_t>(b) * P + p) * U + u] = col < H ? w[static_cast<std::size_t>(p) * H + col] : T(0);
+      }
+}
+
 template <class T>
 void pack_all(PackedModel& m, const RawLayer* layers) {
   const ModelShape& s = m.shape;
@@ -113,6 +146,14 @@ void pack_all(PackedModel& m, const RawLayer* layers) {
       o.w_hr = total;
       total = add_sz(total, mul_sz(pp, H));
       total = round_up(total, 16);  // keep every panel 64-byte aligned
+      if (m.training) {
+        o.w_ih_t = total;
+        total = round_up(add_sz(total, mul_sz(mul_sz(hp, 4), round_up(s.layer_input(k), U))), 16);
+        o.w_hh_t = total;
+        total = round_up(add_sz(total, mul_sz(mul_sz(hp, 4), round_up(s.out_size(), U))), 16);
+        o.w_hr_t = total;
+        total = round_up(add_sz(total, mul_sz(hp, P)), 16);
+      }
     }
   }
   m.packed_bytes = mul_sz(total, sizeof(T));
@@ -137,6 +178,11 @@ void pack_all(PackedModel& m, const RawLayer* layers) {
         for (int g = 0; g < 3; ++g) std::memcpy(base + o.peep + g * hp, src[g], sizeof(T) * H);
       }
       if (P > 0) pack_rows(static_cast<const T*>(raw.w_hr), P, H, U, base + o.w_hr);
+      if (m.training) {
+        pack_gates_t(static_cast<const T*>(raw.w_ih), H, s.layer_input(k), U, base + o.w_ih_t);
+        pack_gates_t(static_cast<const T*>(raw.w_hh), H, s.out_size(), U, base + o.w_hh_t);
+        if (P > 0) pack_cols(static_cast<const T*>(raw.w_hr), P, H, U, base + o.w_hr_t);
+      }
     }
   }
 }
@@ -152,6 +198,37 @@ int env_threads() {
 }
 std::atomic<int> g_default_threads{0};
 
+
+// ---- workspace -------------------------------------------------------------------------------------
+// A call's workspace is one block carved into aligned pieces. Each calling thread keeps its block for the
+// next call (up to kKeepBytes), so a streaming step allocates nothing but its outputs.
+constexpr std::size_t kKeepBytes = std::size_t(32) << 20;
+
+class Workspace {
+ public:
+  std::size_t reserve(std::size_t bytes) {  // -> offset of a 64-byte aligned piece
+    const std::size_t at = round_up(total_, 64);
+    total_ = add_sz(at, bytes);
+    return at;
+  }
+  void allocate() {
+    thread_local AlignedBuffer kept;
+    if (total_ <= kKeepBytes) {
+      if (kept.size() < total_) kept = AlignedBuffer(std::max(total_, std::size_t(64) << 10));
+      base_ = static_cast<char*>(kept.data());
+    } else {
+      own_ = AlignedBuffer(total_);
+      base_ = static_cast<char*>(own_.data());
+    }
+  }
+  template <class U> U* at(std::size_t offset) const { return reinterpret_cast<U*>(base_ + offset); }
+
+ private:
+  std::size_t total_ = 0;
+  char* base_ = nullptr;
+  AlignedBuffer own_;
+};
+
 // ---- one call --------------------------------------------------------------------------------------
 template <class T>
 struct Call {
@@ -159,35 +236,35 @@ struct Call {
   const PackedModel& m;
   const KernelTable& kt;
   int L, D, H, P, Hout, B, T_, steps = 0;
-  std::vector<std::int32_t> perm, active;  // sorted row -> user row; rows alive per t
-  bool sorted_lengths = false;
+  std::int32_t* perm = nullptr;    // [B] sorted row -> user row (lengths only)
+  std::int32_t* active = nullptr;  // [T] rows alive at t (lengths only)
   std::int64_t h_ld = 0, c_ld = 0;
-  std::vector<AlignedBuffer> state;  // per layer-direction: h[2], c, hpre
-  AlignedBuffer inter[2];            // layer outputs between layers [steps][B][D*Hout], sorted rows
-  std::vector<AlignedBuffer> work;   // per thread
-  std::vector<DirTask> tasks;        // [k * D + d]
+  DirTask* tasks = nullptr;        // [L * D]
+  void* work[64] = {};             // per thread
+  Workspace ws;
   Barrier team_barrier, group_barrier[2];
   int groups = 1;
+  TrainState* save = nullptr;          // training forward: where the saved state goes
+  const void* const* masks = nullptr;  // training forward: dropout masks per layer (or null)
 
   Call(const ForwardArgs& args, const KernelTable& table)
       : a(args), m(*args.model), kt(table), L(m.shape.num_layers), D(m.shape.directions()),
         H(m.shape.hidden_size), P(m.shape.proj_size), Hout(m.shape.out_size()), B(args.B), T_(args.T) {}
 
+  std::int64_t len_of_sorted(int r) const { return a.lengths ? a.lengths[perm[r]] : T_; }
+  int user_row(int r) const { return a.lengths ? perm[r] : r; }
+
+  // Rows sorted by length, longest first (stable), so the rows alive at any t are a prefix.
   void order_rows() {
     steps = T_;
     if (!a.lengths) return;
-    perm.resize(B);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::stable_sort(perm.begin(), perm.end(), [&](int x, int y) { return a.lengths[x] > a.lengths[y]; });
+    std::iota(perm, perm + B, 0);
+    std::stable_sort(perm, perm + B, [&](int x, int y) { return a.lengths[x] > a.lengths[y]; });
     steps = static_cast<int>(a.lengths[perm[0]]);
-    active.assign(T_, 0);
+    std::fill(active, active + T_, 0);
     for (int r = 0; r < B; ++r)
       for (int t = 0, n = static_cast<int>(a.lengths[perm[r]]); t < n; ++t) active[t] = r + 1;
-    sorted_lengths = true;
   }
-
-  std::int64_t len_of_sorted(int r) const { return a.lengths ? a.lengths[perm[r]] : T_; }
-  int user_row(int r) const { return a.lengths ? perm[r] : r; }
 
   void setup(int nthreads) {
     const int U = kt.units[sizeof(T) == 8];
@@ -201,22 +278,49 @@ struct Call {
     group_barrier[0].reset(group_size[0]);
     group_barrier[1].reset(group_size[1]);
 
-    // Steps per input-projection chunk: the chunk's G and x rows of one thread stay within ~512 KB.
+    // Steps per input-projection chunk: one thread's G and x rows of a chunk stay within ~512 KB.
     const int nb = (H + U - 1) / U;
     const int min_group = groups == 2 ? group_size[1] : nthreads;
     const int max_blocks = (nb + min_group - 1) / min_group;
     const std::size_t row_bytes = (static_cast<std::size_t>(max_blocks) * 4 * U + m.shape.input_size) * sizeof(T);
     const std::size_t per_step = std::max<std::size_t>(1, mul_sz(B, row_bytes));
-    int chunk = static_cast<int>(std::min<std::size_t>(steps, std::max<std::size_t>(1, (512u << 10) / per_step)));
+    const int steps_max = a.lengths ? static_cast<int>(*std::max_element(a.lengths, a.lengths + B)) : T_;
+    int chunk = static_cast<int>(std::min<std::size_t>(steps_max, std::max<std::size_t>(1, (512u << 10) / per_step)));
     chunk = std::max(1, std::min(chunk, 64));
 
-    state.reserve(static_cast<std::size_t>(L) * D);
-    tasks.resize(static_cast<std::size_t>(L) * D);
+    // Layout: one piece per array, then a single allocation.
+    const std::size_t o_perm = ws.reserve(a.lengths ? mul_sz(B, 4) : 0);
+    const std::size_t o_active = ws.reserve(a.lengths ? mul_sz(T_, 4) : 0);
+    const std::size_t o_tasks = ws.reserve(mul_sz(static_cast<std::size_t>(L) * D, sizeof(DirTask)));
+    const std::size_t o_state = ws.reserve(mul_sz(static_cast<std::size_t>(L) * D, round_up(per_ld, 64)));
+    const std::size_t inter_bytes = mul_sz(mul_sz(mul_sz(steps_max, B), D * Hout), sizeof(T));
+    std::size_t o_inter[2] = {0, 0};
+    if (!save)
+      for (int i = 0; i < std::min(L - 1, 2); ++i) o_inter[i] = ws.reserve(inter_bytes);
+    DirTask probe;
+    probe.chunk = chunk;
+    probe.B = B;
+    const std::size_t work_bytes = direction_workspace_bytes(probe, U, max_blocks, sizeof(T));
+    std::size_t o_work[64];
+    for (int i = 0; i < nthreads; ++i) o_work[i] = ws.reserve(work_bytes);
+    ws.allocate();
+
+    perm = ws.at<std::int32_t>(o_perm);
+    active = ws.at<std::int32_t>(o_active);
+    order_rows();
+    tasks = ws.at<DirTask>(o_tasks);
+    for (int i = 0; i < nthreads; ++i) work[i] = ws.at<void>(o_work[i]);
+    const std::int32_t* rows = a.lengths ? perm : nullptr;
+    if (save) layout_saved(steps_max);
+    // Layer k's input: the user's x (layer 0 of inference), else a buffer in sorted row order.
+    auto input_of = [&](int k) -> void* {
+      return save ? static_cast<void*>(save->at(save->inputs[k])) : ws.at<void>(o_inter[(k - 1) & 1]);
+    };
     for (int k = 0; k < L; ++k) {
       for (int d = 0; d < D; ++d) {
-        state.emplace_back(per_ld);
-        char* base = static_cast<char*>(state.back().data());
-        DirTask& tk = tasks[k * D + d];
+        char* base = ws.at<char>(o_state + static_cast<std::size_t>(k * D + d) * round_up(per_ld, 64));
+        std::memset(base, 0, per_ld);
+        DirTask& tk = *new (&tasks[k * D + d]) DirTask();
         tk.steps = steps;
         tk.B = B;
         tk.I = m.shape.layer_input(k);
@@ -224,7 +328,7 @@ struct Call {
         tk.P = P;
         tk.reverse = d == 1;
         tk.peephole = m.shape.peephole;
-        tk.active = sorted_lengths ? active.data() : nullptr;
+        tk.active = a.lengths ? active : nullptr;
         const PackedModel::Offsets& o = m.layers[k * D + d];
         tk.w_ih = m.at(o.w_ih);
         tk.w_hh = m.at(o.w_hh);
@@ -240,33 +344,79 @@ struct Call {
         tk.chunk = chunk;
         tk.barrier = &group_barrier[groups == 2 ? d : 0];
         load_state(k * D + d, tk);
-      }
-    }
-    // Layer inputs and outputs: the user's x and y at the ends, sorted-row buffers in between.
-    const std::size_t inter_elems = mul_sz(mul_sz(steps, B), D * Hout);
-    for (int i = 0; i < std::min(L - 1, 2); ++i) inter[i] = AlignedBuffer(mul_sz(inter_elems, sizeof(T)));
-    const std::int32_t* rows = sorted_lengths ? perm.data() : nullptr;
-    for (int k = 0; k < L; ++k) {
-      for (int d = 0; d < D; ++d) {
-        DirTask& tk = tasks[k * D + d];
-        if (k == 0) {
+        // Layer inputs and outputs: the user's x and y at the ends, sorted-row buffers in between.
+        const std::int64_t inter_st = static_cast<std::int64_t>(B) * D * Hout;
+        if (k == 0 && !save) {
           tk.x = a.x; tk.x_st = a.x_st; tk.x_sb = a.x_sb; tk.x_rows = rows;
         } else {
-          tk.x = inter[(k - 1) & 1].data(); tk.x_st = static_cast<std::int64_t>(B) * D * Hout; tk.x_sb = D * Hout;
-          tk.x_rows = nullptr;
+          const int width = m.shape.layer_input(k);
+          tk.x = input_of(k); tk.x_st = static_cast<std::int64_t>(B) * width; tk.x_sb = width; tk.x_rows = nullptr;
         }
         if (k == L - 1) {
           tk.y = static_cast<T*>(a.y) + d * Hout; tk.y_st = a.y_st; tk.y_sb = a.y_sb; tk.y_rows = rows;
         } else {
-          tk.y = static_cast<T*>(inter[k & 1].data()) + d * Hout;
-          tk.y_st = static_cast<std::int64_t>(B) * D * Hout; tk.y_sb = D * Hout; tk.y_rows = nullptr;
+          tk.y = static_cast<T*>(input_of(k + 1)) + d * Hout; tk.y_st = inter_st; tk.y_sb = D * Hout; tk.y_rows = nullptr;
+        }
+        if (save) {
+          const TrainState::Saved& sv = save->saved[k * D + d];
+          tk.save_gates = save->at(sv.gates);
+          tk.save_c = save->at(sv.c);
+          std::memcpy(save->at(sv.h0), tk.h[0], mul_sz(mul_sz(B, h_ld), sizeof(T)));
+          std::memcpy(save->at(sv.c0), tk.c, mul_sz(mul_sz(B, c_ld), sizeof(T)));
+          if (masks && k < L - 1 && masks[k]) {
+            tk.mask = static_cast<const T*>(masks[k]) + d * Hout;
+            tk.m_st = inter_st;
+            tk.m_sb = D * Hout;
+            tk.m_rows = rows;
+          }
         }
       }
     }
-    // Per-thread workspace, for the largest block share any thread gets.
-    const std::size_t ws = direction_workspace_bytes(tasks[0], U, max_blocks, sizeof(T));
-    for (int i = 0; i < nthreads; ++i) work.emplace_back(ws);
     zero_padding();
+  }
+
+  // The saved state's layout, and layer 0's input copied in sorted row order (the caller may change x).
+  void layout_saved(int nsteps) {
+    TrainState& sv = *save;
+    sv.shape = m.shape;
+    sv.dtype = m.dtype;
+    sv.isa = m.isa;
+    sv.T = T_;
+    sv.B = B;
+    sv.steps = steps;
+    sv.h_ld = h_ld;
+    sv.c_ld = c_ld;
+    if (a.lengths) {
+      sv.lengths.assign(a.lengths, a.lengths + B);
+      sv.perm.assign(perm, perm + B);
+      sv.active.assign(active, active + T_);
+    }
+    std::size_t total = 0;
+    auto piece = [&](std::size_t bytes) {
+      const std::size_t at = round_up(total, 64);
+      total = add_sz(at, bytes);
+      return at;
+    };
+    const std::size_t rows = mul_sz(nsteps, B);
+    for (int k = 0; k < L; ++k) sv.inputs.push_back(piece(mul_sz(mul_sz(rows, m.shape.layer_input(k)), sizeof(T))));
+    for (int i = 0; i < L * D; ++i) {
+      TrainState::Saved p;
+      p.gates = piece(mul_sz(mul_sz(rows, 4 * c_ld), sizeof(T)));
+      p.c = piece(mul_sz(mul_sz(rows, c_ld), sizeof(T)));
+      p.h0 = piece(mul_sz(mul_sz(B, h_ld), sizeof(T)));
+      p.c0 = piece(mul_sz(mul_sz(B, c_ld), sizeof(T)));
+      sv.saved.push_back(p);
+    }
+    sv.data = AlignedBuffer(total);
+    const int I = m.shape.input_size;
+    T* x0 = reinterpret_cast<T*>(sv.at(sv.inputs[0]));
+    for (int t = 0; t < steps; ++t) {
+      const int n = a.lengths ? active[t] : B;
+      for (int r = 0; r < n; ++r)
+        std::memcpy(x0 + (static_cast<std::int64_t>(t) * B + r) * I,
+                    static_cast<const T*>(a.x) + t * a.x_st + static_cast<std::int64_t>(user_row(r)) * a.x_sb,
+                    sizeof(T) * I);
+    }
   }
 
   // h0/c0 (or zeros) into both state buffers and c, in sorted row order.
@@ -300,9 +450,9 @@ struct Call {
     auto run = kt.run_direction[sizeof(T) == 8];
     for (int k = 0; k < L; ++k) {
       if (groups == 2) {
-        run(tasks[k * D + g], gtid, gsize, work[tid].data());
+        run(tasks[k * D + g], gtid, gsize, work[tid]);
       } else {
-        for (int d = 0; d < D; ++d) run(tasks[k * D + d], gtid, gsize, work[tid].data());
+        for (int d = 0; d < D; ++d) run(tasks[k * D + d], gtid, gsize, work[tid]);
       }
       if (k + 1 < L) team_barrier.wait();  // the next layer reads both directions' outputs
     }
@@ -325,8 +475,7 @@ struct Call {
   }
 
   void run(int requested_threads) {
-    order_rows();
-    TeamLease lease(requested_threads);
+    TeamLease lease(std::min(requested_threads, 64));
     setup(lease.size());
     lease.run(&Call::team_main, this);
     store_final_state();
@@ -357,7 +506,8 @@ std::size_t direction_workspace_bytes(const DirTask& task, int units, int max_bl
   return add_sz(round_up(g, 64), mul_sz(rows, sizeof(void*)));
 }
 
-std::unique_ptr<PackedModel> pack_model(const ModelShape& shape, DType dtype, Isa isa, const RawLayer* layers) {
+std::unique_ptr<PackedModel> pack_model(const ModelShape& shape, DType dtype, Isa isa, const RawLayer* layers,
+                                        bool training) {
   require(shape.input_size >= 1, "input_size: must be >= 1");
   require(shape.hidden_size >= 1, "hidden_size: must be >= 1");
   require(shape.num_layers >= 1, "num_layers: must be >= 1");
@@ -368,6 +518,7 @@ std::unique_ptr<PackedModel> pack_model(const ModelShape& shape, DType dtype, Is
   m->isa = isa;
   m->dtype = dtype;
   m->units = table_for(isa).units[dtype == DType::kF64];
+  m->training = training;
   if (dtype == DType::kF32) pack_all<float>(*m, layers); else pack_all<double>(*m, layers);
   return m;
 }
@@ -384,10 +535,295 @@ void forward(const ForwardArgs& args) {
   }
 }
 
+std::unique_ptr<TrainState> forward_train(const ForwardArgs& args, const void* const* masks) {
+  check_args(args);
+  const KernelTable& kt = table_for(args.model->isa);
+  auto state = std::make_unique<TrainState>();
+  if (args.model->dtype == DType::kF32) {
+    Call<float> call(args, kt);
+    call.save = state.get();
+    call.masks = masks;
+    call.run(args.num_threads);
+  } else {
+    Call<double> call(args, kt);
+    call.save = state.get();
+    call.masks = masks;
+    call.run(args.num_threads);
+  }
+  return state;
+}
+
+namespace {
+
+// One backward call: per layer from the top, the recurrence of each direction (on its thread group), then
+// the weight gradients and the layer input's gradient over the whole team.
+template <class T>
+struct BackCall {
+  const BackwardArgs& a;
+  const TrainState& st;
+  const PackedModel& m;
+  const KernelTable& kt;
+  int L, D, H, P, Hout, B, steps, I0;
+  std::int64_t h_ld, c_ld;
+  Workspace ws;
+  Barrier team_barrier, group_barrier[2];
+  int groups = 1;
+  BackTask bt[2];
+  GradTask gt[2];
+  DxTask dxt;
+
+  BackCall(const BackwardArgs& args, const KernelTable& table)
+      : a(args), st(*args.state), m(*args.model), kt(table), L(st.shape.num_layers), D(st.shape.directions()),
+        H(st.shape.hidden_size), P(st.shape.proj_size), Hout(st.shape.out_size()), B(st.B), steps(st.steps),
+        I0(st.shape.input_size), h_ld(st.h_ld), c_ld(st.c_ld) {}
+
+  int alive(int t) const { return st.active.empty() ? B : st.active[t]; }
+  int user_row(int r) const { return st.perm.empty() ? r : st.perm[r]; }
+  std::int64_t len_of(int b) const { return st.lengths.empty() ? st.T : st.lengths[b]; }
+  std::int64_t row(int t, int r) const { return static_cast<std::int64_t>(t) * B + r; }
+  // The forward step before time t for row r in direction d, or -1 at the row's first step.
+  int prev_time(int d, int t, int r) const {
+    if (d == 0) return t - 1;
+    return (t + 1 < steps && r < alive(t + 1)) ? t + 1 : -1;
+  }
+
+  static void team_main(void* ctx, int tid, int n) { static_cast<BackCall*>(ctx)->member(tid, n); }
+  void member(int tid, int n) {
+    const int f = sizeof(T) == 8;
+    if (groups == 2) {
+      const int g = tid < n / 2 ? 0 : 1;
+      kt.run_backward[f](bt[g], g == 0 ? tid : tid - n / 2, g == 0 ? n / 2 : n - n / 2);
+    } else {
+      for (int d = 0; d < D; ++d) kt.run_backward[f](bt[d], tid, n);
+    }
+    team_barrier.wait();  // every direction's dz is complete
+    for (int d = 0; d < D; ++d) kt.run_grads[f](gt[d], tid, n);
+    kt.run_dx[f](dxt, tid, n);
+  }
+
+  void run(int requested) {
+    TeamLease lease(std::min(requested, 64));
+    const int n = lease.size();
+    groups = (D == 2 && n >= 2) ? 2 : 1;
+    team_barrier.reset(n);
+    group_barrier[0].reset(groups == 2 ? n / 2 : n);
+    group_barrier[1].reset(n - n / 2);
+
+    std::size_t M = 0;
+    for (int t = 0; t < steps; ++t) M += alive(t);
+    const std::size_t rows = mul_sz(steps, B);
+    const std::size_t hb = mul_sz(mul_sz(B, h_ld), sizeof(T)), cb = mul_sz(mul_sz(B, c_ld), sizeof(T));
+    std::size_t o_dh[2], o_dc[2], o_dpre[2], o_hall[2], o_hpre[2], o_dhs[2], o_ptr[2], o_gw_ih[2], o_gw_hh[2],
+        o_gb[2], o_gp[2], o_gw_hr[2];
+    const int Imax = std::max(I0, D * Hout);
+    for (int d = 0; d < D; ++d) {
+      o_dh[d] = ws.reserve(hb);
+      o_dc[d] = ws.reserve(cb);
+      o_dpre[d] = ws.reserve(cb);
+      o_hall[d] = ws.reserve(mul_sz(mul_sz(rows, h_ld), sizeof(T)));
+      o_hpre[d] = ws.reserve(P > 0 ? mul_sz(mul_sz(rows, c_ld), sizeof(T)) : 0);
+      o_dhs[d] = ws.reserve(P > 0 ? mul_sz(mul_sz(rows, h_ld), sizeof(T)) : 0);
+      o_ptr[d] = ws.reserve(mul_sz(mul_sz(M, 7), sizeof(void*)));
+      o_gw_ih[d] = ws.reserve(mul_sz(mul_sz(Imax, 4 * c_ld), sizeof(T)));
+      o_gw_hh[d] = ws.reserve(mul_sz(mul_sz(Hout, 4 * c_ld), sizeof(T)));
+      o_gb[d] = ws.reserve(mul_sz(4 * c_ld, sizeof(T)));
+      o_gp[d] = ws.reserve(mul_sz(3 * c_ld, sizeof(T)));
+      o_gw_hr[d] = ws.reserve(mul_sz(mul_sz(H, h_ld), sizeof(T)));
+    }
+    const std::size_t o_dxptr = ws.reserve(mul_sz(mul_sz(M, 2), sizeof(void*)));
+    const std::size_t up_bytes = mul_sz(mul_sz(rows, D * Hout), sizeof(T));
+    const std::size_t o_up[2] = {ws.reserve(L > 1 ? up_bytes : 0), ws.reserve(L > 2 ? up_bytes : 0)};
+    ws.allocate();
+
+    // dx = 0 where a sequence has ended.
+    for (int b = 0; b < B; ++b)
+      for (std::int64_t t = len_of(b); t < st.T; ++t)
+        std::memset(static_cast<T*>(a.dx) + t * a.dx_st + b * a.dx_sb, 0, sizeof(T) * I0);
+
+    for (int k = L - 1; k >= 0; --k) {
+      const int width = st.shape.layer_input(k);
+      const T* input = reinterpret_cast<const T*>(st.at(st.inputs[k]));
+      for (int d = 0; d < D; ++d) {
+        const int ld = k * D + d;
+        const TrainState::Saved& sv = st.saved[ld];
+        const PackedModel::Offsets& o = m.layers[ld];
+        BackTask& b = bt[d];
+        b = BackTask();
+        b.steps = steps; b.B = B; b.H = H; b.P = P;
+        b.reverse = d == 1;
+        b.peephole = st.shape.peephole;
+        b.active = st.active.empty() ? nullptr : st.active.data();
+        b.dz = st.at(sv.gates);
+        b.csave = st.at(sv.c);
+        b.c0 = st.at(sv.c0);
+        b.h0 = st.at(sv.h0);
+        if (k == L - 1) {
+          b.dy = static_cast<const T*>(a.dy) + d * Hout; b.dy_st = a.dy_st; b.dy_sb = a.dy_sb;
+          b.dy_rows = st.perm.empty() ? nullptr : st.perm.data();
+        } else {
+          b.dy = ws.at<T>(o_up[k & 1]) + d * Hout; b.dy_st = static_cast<std::int64_t>(B) * D * Hout;
+          b.dy_sb = D * Hout; b.dy_rows = nullptr;
+        }
+        T* dh = ws.at<T>(o_dh[d]);
+        T* dc = ws.at<T>(o_dc[d]);
+        std::memset(dh, 0, hb);
+        std::memset(dc, 0, cb);
+        for (int r = 0; r < B; ++r) {
+          const std::size_t src = static_cast<std::size_t>(ld) * B + user_row(r);
+          if (a.dh_n) std::memcpy(dh + r * h_ld, static_cast<const T*>(a.dh_n) + src * Hout, sizeof(T) * Hout);
+          if (a.dc_n) std::memcpy(dc + r * c_ld, static_cast<const T*>(a.dc_n) + src * H, sizeof(T) * H);
+        }
+        b.dh = dh; b.dc = dc; b.dpre = ws.at<void>(o_dpre[d]);
+        b.hall = ws.at<void>(o_hall[d]);
+        b.hpre_all = P > 0 ? ws.at<void>(o_hpre[d]) : nullptr;
+        b.dh_save = P > 0 ? ws.at<void>(o_dhs[d]) : nullptr;
+        b.w_hh_t = m.at(o.w_hh_t); b.w_hr = m.at(o.w_hr); b.w_hr_t = m.at(o.w_hr_t); b.peep = m.at(o.peep);
+        b.h_ld = h_ld; b.c_ld = c_ld;
+        b.barrier = &group_barrier[groups == 2 ? d : 0];
+
+        // Row lists of the weight gradients: every live (t, r), t ascending then r.
+        const void** p = ws.at<const void*>(o_ptr[d]);
+        const void **dz_r = p, **x_r = p + M, **hp_r = p + 2 * M, **cp_r = p + 3 * M, **c_r = p + 4 * M,
+                   **dh_r = p + 5 * M, **hpre_r = p + 6 * M;
+        std::size_t i = 0;
+        for (int t = 0; t < steps; ++t) {
+          for (int r = 0; r < alive(t); ++r, ++i) {
+            const int tp = prev_time(d, t, r);
+            dz_r[i] = st.at(sv.gates) + row(t, r) * 4 * c_ld * sizeof(T);
+            x_r[i] = input + row(t, r) * width;
+            hp_r[i] = tp < 0 ? static_cast<const void*>(st.at(sv.h0) + r * h_ld * sizeof(T))
+                             : static_cast<const void*>(ws.at<T>(o_hall[d]) + row(tp, r) * h_ld);
+            cp_r[i] = tp < 0 ? st.at(sv.c0) + r * c_ld * sizeof(T) : st.at(sv.c) + row(tp, r) * c_ld * sizeof(T);
+            c_r[i] = st.at(sv.c) + row(t, r) * c_ld * sizeof(T);
+            dh_r[i] = P > 0 ? ws.at<T>(o_dhs[d]) + row(t, r) * h_ld : nullptr;
+            hpre_r[i] = P > 0 ? ws.at<T>(o_hpre[d]) + row(t, r) * c_ld : nullptr;
+          }
+        }
+        GradTask& g = gt[d];
+        g = GradTask();
+        g.M = static_cast<int>(M); g.I = width; g.H = H; g.P = P; g.peephole = st.shape.peephole;
+        g.dz_rows = dz_r; g.x_rows = x_r; g.hprev_rows = hp_r; g.cprev_rows = cp_r; g.c_rows = c_r;
+        g.dh_rows = dh_r; g.hpre_rows = hpre_r;
+        g.gw_ih_t = ws.at<void>(o_gw_ih[d]); g.gw_hh_t = ws.at<void>(o_gw_hh[d]); g.gb = ws.at<void>(o_gb[d]);
+        g.gp = ws.at<void>(o_gp[d]); g.gw_hr_t = ws.at<void>(o_gw_hr[d]);
+        g.h_ld = h_ld; g.c_ld = c_ld;
+      }
+      // The layer input's gradient: the user's dx, or the upstream gradient of layer k - 1 (times its mask).
+      void** dx_r = ws.at<void*>(o_dxptr);
+      const void** mk_r = ws.at<const void*>(o_dxptr) + M;
+      const bool masked = k > 0 && a.masks && a.masks[k - 1];
+      std::size_t i = 0;
+      for (int t = 0; t < steps; ++t) {
+        for (int r = 0; r < alive(t); ++r, ++i) {
+          if (k == 0) {
+            dx_r[i] = static_cast<T*>(a.dx) + t * a.dx_st + static_cast<std::int64_t>(user_row(r)) * a.dx_sb;
+          } else {
+            dx_r[i] = ws.at<T>(o_up[(k - 1) & 1]) + row(t, r) * width;
+          }
+          if (masked)
+            mk_r[i] = static_cast<const T*>(a.masks[k - 1]) + (static_cast<std::int64_t>(t) * st.B + user_row(r)) * width;
+        }
+      }
+      dxt = DxTask();
+      dxt.M = static_cast<int>(M); dxt.I = width; dxt.D = D; dxt.K = 4 * c_ld;
+      for (int d = 0; d < D; ++d) {
+        dxt.dz_rows[d] = ws.at<const void*>(o_ptr[d]);
+        dxt.w_ih_t[d] = m.at(m.layers[k * D + d].w_ih_t);
+      }
+      dxt.dx_rows = dx_r;
+      dxt.mask_rows = masked ? mk_r : nullptr;
+
+      lease.run(&BackCall::team_main, this);
+
+      for (int d = 0; d < D; ++d) unpack(k, d, ws.at<T>(o_dh[d]), ws.at<T>(o_dc[d]), gt[d]);
+    }
+  }
+
+  // dh0, dc0 to the user's rows; the packed, transposed gradients to the user's layouts.
+  void unpack(int k, int d, const T* dh, const T* dc, const GradTask& g) {
+    const int ld = k * D + d, U = m.units, width = st.shape.layer_input(k);
+    for (int r = 0; r < B; ++r) {
+      const std::size_t dst = static_cast<std::size_t>(ld) * B + user_row(r);
+      std::memcpy(static_cast<T*>(a.dh0) + dst * Hout, dh + r * h_ld, sizeof(T) * Hout);
+      std::memcpy(static_cast<T*>(a.dc0) + dst * H, dc + r * c_ld, sizeof(T) * H);
+    }
+    const GradPointers& out = a.grads[ld];
+    const T* gw_ih = static_cast<const T*>(g.gw_ih_t);
+    const T* gw_hh = static_cast<const T*>(g.gw_hh_t);
+    const T* gb = static_cast<const T*>(g.gb);
+    auto packed_row = [&](int gate, int j) { return static_cast<std::int64_t>((j / U) * 4 + gate) * U + j % U; };
+    for (int gate = 0; gate < 4; ++gate) {
+      for (int j = 0; j < H; ++j) {
+        const std::int64_t pr = packed_row(gate, j), ur = gate * H + j;
+        T* wi = static_cast<T*>(out.w_ih) + ur * width;
+        for (int c = 0; c < width; ++c) wi[c] = gw_ih[c * 4 * c_ld + pr];
+        T* wh = static_cast<T*>(out.w_hh) + ur * Hout;
+        for (int c = 0; c < Hout; ++c) wh[c] = gw_hh[c * 4 * c_ld + pr];
+        if (out.b_ih) static_cast<T*>(out.b_ih)[ur] = gb[pr];
+        if (out.b_hh) static_cast<T*>(out.b_hh)[ur] = gb[pr];
+      }
+    }
+    if (st.shape.peephole) {
+      void* dst[3] = {out.p_i, out.p_f, out.p_o};
+      for (int gi = 0; gi < 3; ++gi) std::memcpy(dst[gi], static_cast<const T*>(g.gp) + gi * c_ld, sizeof(T) * H);
+    }
+    if (P > 0) {
+      const T* gw_hr = static_cast<const T*>(g.gw_hr_t);
+      for (int p = 0; p < P; ++p)
+        for (int j = 0; j < H; ++j) static_cast<T*>(out.w_hr)[p * H + j] = gw_hr[j * h_ld + p];
+    }
+  }
+};
+
+}  // namespace
+
+void backward(const BackwardArgs& args) {
+  require(args.model && args.state, "backward: no saved state");
+  const PackedModel& m = *args.model;
+  const TrainState& st = *args.state;
+  require(m.training, "backward: the weights were not packed for training");
+  require(m.isa == st.isa && m.dtype == st.dtype, "backward: weights and saved state differ in isa or dtype");
+  require(args.dy && args.dx && args.dh0 && args.dc0 && args.grads, "backward: null pointer");
+  const KernelTable& kt = table_for(m.isa);
+  if (m.dtype == DType::kF32) {
+    BackCall<float> call(args, kt);
+    call.run(args.num_threads);
+  } else {
+    BackCall<double> call(args, kt);
+    call.run(args.num_threads);
+  }
+}
+
 void activation(Isa isa, DType dtype, int which, const void* in, void* out, std::size_t n) {
   require(which == 0 || which == 1, "which: 0 (sigmoid) or 1 (tanh)");
   require(isa_supported(isa), std::string("isa: ") + isa_name(isa) + " is not supported on this CPU");
   table_for(isa).activation[dtype == DType::kF64](which, in, out, n);
+}
+
+double fma_peak_gflops(Isa isa, int num_threads, double seconds) {
+  require(isa_supported(isa), std::string("isa: ") + isa_name(isa) + " is not supported on this CPU");
+  struct Probe {
+    const KernelTable* kt;
+    long iterations;
+    double flops[64];
+    static void member(void* ctx, int tid, int) {
+      auto* p = static_cast<Probe*>(ctx);
+      p->flops[tid] = p->kt->fma_probe(p->iterations);
+    }
+  } probe{&table_for(isa), 1 << 20, {}};
+  TeamLease lease(std::min(std::max(num_threads, 1), 64));
+  lease.run(&Probe::member, &probe);  // warm-up, and a first estimate of the rate
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    lease.run(&Probe::member, &probe);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt >= seconds || probe.iterations > (1L << 40)) {
+      double total = 0;
+      for (int i = 0; i < lease.size(); ++i) total += probe.flops[i];
+      return total / dt / 1e9;
+    }
+    probe.iterations *= 2;
+  }
 }
 
 int default_num_threads() {

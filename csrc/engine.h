@@ -33,6 +33,68 @@ struct DirTask {
   std::int64_t h_ld = 0, c_ld = 0;
   int chunk = 1;                    // steps per input-projection chunk
   Barrier* barrier = nullptr;       // the group's barrier
+  // Training forward only (null otherwise): per (t, r) at index t * B + r, the post-activation gates
+  // [4 * c_ld] in the packed order [NB][4][U] and the new cell state [c_ld]; and a dropout mask applied to
+  // the y written: y(t, r) *= mask + t * m_st + m_rows[r] * m_sb (Hout contiguous).
+  void* save_gates = nullptr;
+  void* save_c = nullptr;
+  const void* mask = nullptr;
+  std::int64_t m_st = 0, m_sb = 0;
+  const std::int32_t* m_rows = nullptr;
+};
+
+// Backpropagation through time of one layer and direction (lstm_train.h). Saved arrays of the forward:
+// gates/dz [steps][B][4 * c_ld] (gates in, dz out, in place), c [steps][B][c_ld]. Rows as in DirTask.
+struct BackTask {
+  int steps = 0, B = 0, H = 0, P = 0;
+  bool reverse = false, peephole = false;
+  const std::int32_t* active = nullptr;
+  void* dz = nullptr;
+  const void* csave = nullptr;
+  const void* c0 = nullptr;          // [B][c_ld] the state before the first step
+  const void* h0 = nullptr;          // [B][h_ld]
+  const void* dy = nullptr;          // dy(t, r) = dy + t * dy_st + dy_rows[r] * dy_sb, Hout contiguous
+  std::int64_t dy_st = 0, dy_sb = 0;
+  const std::int32_t* dy_rows = nullptr;
+  void* dh = nullptr;                // [B][h_ld] in: dh_n, out: dh0 (carried gradient of h)
+  void* dc = nullptr;                // [B][c_ld] in: dc_n, out: dc0
+  void* dpre = nullptr;              // [B][c_ld] gradient of o * tanh(c) (P > 0)
+  void* hall = nullptr;              // [steps][B][h_ld] out: h_t recomputed, for dW_hh
+  void* hpre_all = nullptr;          // [steps][B][c_ld] out: o * tanh(c_t) (P > 0), for dW_hr
+  void* dh_save = nullptr;           // [steps][B][h_ld] out: dh_t (P > 0), for dW_hr
+  const void *w_hh_t = nullptr, *w_hr = nullptr, *w_hr_t = nullptr, *peep = nullptr;  // packed
+  std::int64_t h_ld = 0, c_ld = 0;
+  Barrier* barrier = nullptr;
+};
+
+// The weight gradients of one layer and direction, as sums over every live (t, r) row m in a fixed
+// order (t ascending, r ascending): outputs in the packed, transposed order, each thread its own blocks.
+struct GradTask {
+  int M = 0, I = 0, H = 0, P = 0;
+  bool peephole = false;
+  const void* const* dz_rows = nullptr;    // [M] -> [4 * c_ld]
+  const void* const* x_rows = nullptr;     // [M] -> [I] the layer input
+  const void* const* hprev_rows = nullptr; // [M] -> [Hout] h_{t-1}
+  const void* const* cprev_rows = nullptr; // [M] -> [c_ld] c_{t-1} (peephole)
+  const void* const* c_rows = nullptr;     // [M] -> [c_ld] c_t (peephole)
+  const void* const* dh_rows = nullptr;    // [M] -> [h_ld] dh_t (P > 0)
+  const void* const* hpre_rows = nullptr;  // [M] -> [c_ld] o * tanh(c_t) (P > 0)
+  void* gw_ih_t = nullptr;                 // [I][4 * c_ld]
+  void* gw_hh_t = nullptr;                 // [Hout][4 * c_ld]
+  void* gb = nullptr;                      // [4 * c_ld]
+  void* gp = nullptr;                      // [3][c_ld] (i, f, o)
+  void* gw_hr_t = nullptr;                 // [H][h_ld]
+  std::int64_t h_ld = 0, c_ld = 0;
+};
+
+// dX of a layer: dx(m) = sum over directions of dz_d(m) W_ih_d, times a dropout mask for layers > 0.
+struct DxTask {
+  int M = 0, I = 0, D = 1;
+  std::int64_t K = 0;                       // 4 * c_ld
+  const void* const* dz_rows[2] = {nullptr, nullptr};  // [M] per direction
+  void* const* dx_rows = nullptr;           // [M] -> [I] out
+  const void* const* mask_rows = nullptr;   // [M] -> [I] or null
+  const void* w_ih_t[2] = {nullptr, nullptr};  // packed [ceil(I/U)][K][U]
 };
 
 // Per-thread workspace of run_direction, in elements of the dtype: G [blocks][chunk * B][4U], then
@@ -45,6 +107,11 @@ struct KernelTable {
   // range of unit blocks (and of projection blocks). Workspace: direction_workspace_bytes.
   void (*run_direction[2])(const DirTask& task, int tid, int nthreads, void* workspace);
   void (*activation[2])(int which, const void* in, void* out, std::size_t n);
+  double (*fma_probe)(long iterations);  // float32 FLOPs of a register-only FMA loop
+  // Training: thread `tid` of `nthreads` (the group for run_backward, the team for the others).
+  void (*run_backward[2])(const BackTask& task, int tid, int nthreads);
+  void (*run_grads[2])(const GradTask& task, int tid, int nthreads);
+  void (*run_dx[2])(const DxTask& task, int tid, int nthreads);
 };
 
 const KernelTable& kernels_scalar();

@@ -172,6 +172,16 @@ struct Direction {
     const std::int64_t row = tk.y_rows ? tk.y_rows[r] : r;
     return static_cast<T*>(tk.y) + t * tk.y_st + row * tk.y_sb;
   }
+  // The y value written: h, or h * mask under training dropout (lanes past Hout are never stored).
+  R masked(R h, int t, int r, int col) const {
+    if (!tk.mask) return h;
+    const std::int64_t mrow = tk.m_rows ? tk.m_rows[r] : r;
+    const T* m = static_cast<const T*>(tk.mask) + t * tk.m_st + mrow * tk.m_sb + col;
+    T buf[N] = {};
+    const int count = hout - col < N ? hout - col : N;
+    std::memcpy(buf, m, static_cast<std::size_t>(count) * sizeof(T));
+    return V::mul(h, V::load(buf));
+  }
   const T* w_ih_panel(int nb) const { return static_cast<const T*>(tk.w_ih) + static_cast<std::int64_t>(nb) * tk.I * G4; }
   const T* w_hh_panel(int nb) const { return static_cast<const T*>(tk.w_hh) + static_cast<std::int64_t>(nb) * hout * G4; }
 
@@ -261,13 +271,23 @@ struct Direction {
           zi = V::fma(V::load(pp + u0), cp, zi);
           zf = V::fma(V::load(pp + cp_ld + u0), cp, zf);
         }
-        const R ig = V::mul(Act<V>::sigmoid(zi), Act<V>::tanh(zg));
-        const R cn = V::fma(Act<V>::sigmoid(zf), cp, ig);
+        const R ia = Act<V>::sigmoid(zi), fa = Act<V>::sigmoid(zf), ga = Act<V>::tanh(zg);
+        const R cn = V::fma(fa, cp, V::mul(ia, ga));
         V::store(crow, cn);
         if (tk.peephole) zo = V::fma(V::load(pp + 2 * cp_ld + u0), cn, zo);
-        const R hv = V::mul(Act<V>::sigmoid(zo), Act<V>::tanh(cn));
+        const R oa = Act<V>::sigmoid(zo);
+        const R hv = V::mul(oa, Act<V>::tanh(cn));
         V::store(hdst + (r0 + r) * hdst_ld + u0, hv);
-        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, hv, count);
+        if (tk.save_gates) {  // training: what backward needs, in the packed gate order
+          const std::int64_t row = static_cast<std::int64_t>(t) * tk.B + r0 + r;
+          T* sg = static_cast<T*>(tk.save_gates) + row * 4 * tk.c_ld + (nb_begin + nb_local + b) * G4;
+          V::store(sg, ia);
+          V::store(sg + N, fa);
+          V::store(sg + 2 * N, ga);
+          V::store(sg + 3 * N, oa);
+          V::store(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, cn);
+        }
+        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv, t, r0 + r, u0), count);
       }
     }
   }
@@ -295,7 +315,7 @@ struct Direction {
       const int p0 = pb * N, count = tk.P - p0 < N ? tk.P - p0 : N;
       for (int r = 0; r < MR; ++r) {
         V::store(hnext + (r0 + r) * tk.h_ld + p0, acc[r][0]);
-        store_partial<V>(y_row(t, r0 + r) + p0, acc[r][0], count);
+        store_partial<V>(y_row(t, r0 + r) + p0, masked(acc[r][0], t, r0 + r, p0), count);
       }
     }
   }
@@ -330,4 +350,25 @@ template <class V>
 void run_direction_impl(const DirTask& task, int tid, int nthreads, void* workspace) {
   Direction<V> dir(task, tid, nthreads, workspace);
   dir.run();
+}
+
+// Throughput probe for the benchmark's "% of FMA peak": 12 independent FMA chains per vector register
+// set, long enough for the frequency to settle. Returns the FLOPs done (2 per lane per FMA).
+template <class V>
+double fma_probe_impl(long iterations) {
+  using R = typename V::R;
+  R acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = V::set1(typename V::T(i) * typename V::T(1e-3));
+  const R b = V::set1(typename V::T(0.999)), c = V::set1(typename V::T(1e-4));
+  for (long it = 0; it < iterations; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = V::fma(acc[i], b, c);
+  }
+  typename V::T sink[V::N];
+  R total = acc[0];
+  for (int i = 1; i < 12; ++i) total = V::add(total, acc[i]);
+  V::store(sink, total);
+  volatile typename V::T keep = sink[0];  // the loop must not be optimised away
+  (void)keep;
+  return 2.0 * 12 * V::N * static_cast<double>(iterations);
 }

@@ -66,6 +66,7 @@ struct VecD {
 };
 
 #include "lstm_kernels.h"
+#include "lstm_train.h"
 
 }  // namespace avx2
 
@@ -74,6 +75,10 @@ const KernelTable& kernels_avx2() {
       {avx2::VecF::N, avx2::VecD::N},
       {avx2::run_direction_impl<avx2::VecF>, avx2::run_direction_impl<avx2::VecD>},
       {avx2::activation_impl<avx2::VecF>, avx2::activation_impl<avx2::VecD>},
+      avx2::fma_probe_impl<avx2::VecF>,
+      {avx2::run_backward_impl<avx2::VecF>, avx2::run_backward_impl<avx2::VecD>},
+      {avx2::run_grads_impl<avx2::VecF>, avx2::run_grads_impl<avx2::VecD>},
+      {avx2::run_dx_impl<avx2::VecF>, avx2::run_dx_impl<avx2::VecD>},
   };
   return table;
 }

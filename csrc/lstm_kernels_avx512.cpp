@@ -66,6 +66,7 @@ struct VecD {
 };
 
 #include "lstm_kernels.h"
+#include "lstm_train.h"
 
 }  // namespace avx512
 
@@ -74,6 +75,10 @@ const KernelTable& kernels_avx512() {
       {avx512::VecF::N, avx512::VecD::N},
       {avx512::run_direction_impl<avx512::VecF>, avx512::run_direction_impl<avx512::VecD>},
       {avx512::activation_impl<avx512::VecF>, avx512::activation_impl<avx512::VecD>},
+      avx512::fma_probe_impl<avx512::VecF>,
+      {avx512::run_backward_impl<avx512::VecF>, avx512::run_backward_impl<avx512::VecD>},
+      {avx512::run_grads_impl<avx512::VecF>, avx512::run_grads_impl<avx512::VecD>},
+      {avx512::run_dx_impl<avx512::VecF>, avx512::run_dx_impl<avx512::VecD>},
   };
   return table;
 }

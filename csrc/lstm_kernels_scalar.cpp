@@ -41,6 +41,7 @@ using VecF = VecScalar<float, std::uint32_t, 23, 127>;
 using VecD = VecScalar<double, std::uint64_t, 52, 1023>;
 
 #include "lstm_kernels.h"
+#include "lstm_train.h"
 
 }  // namespace scalar
 
@@ -49,6 +50,10 @@ const KernelTable& kernels_scalar() {
       {scalar::VecF::N, scalar::VecD::N},
       {scalar::run_direction_impl<scalar::VecF>, scalar::run_direction_impl<scalar::VecD>},
       {scalar::activation_impl<scalar::VecF>, scalar::activation_impl<scalar::VecD>},
+      scalar::fma_probe_impl<scalar::VecF>,
+      {scalar::run_backward_impl<scalar::VecF>, scalar::run_backward_impl<scalar::VecD>},
+      {scalar::run_grads_impl<scalar::VecF>, scalar::run_grads_impl<scalar::VecD>},
+      {scalar::run_dx_impl<scalar::VecF>, scalar::run_dx_impl<scalar::VecD>},
   };
   return table;
 }

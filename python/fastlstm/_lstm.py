@@ -1,7 +1,7 @@
 """fastlstm.LSTM: validates arguments, owns the parameters and their packed form, shapes outputs.
 
-No math here: inference runs in the compiled engine (fastlstm._core), training for now in
-fastlstm.reference. Every check that protects a raw pointer is repeated in the bindings.
+No math here: inference and training run in the compiled engine (fastlstm._core); the dropout masks are
+drawn here from the module's generator. Every check that protects a raw pointer is repeated in the bindings.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ class LSTM:
         bound = 1.0 / math.sqrt(hidden_size)
         self._params = {name: self._frozen(self._rng.uniform(-bound, bound, shape))
                         for name, shape in self.config.param_shapes().items()}
-        self._packed = None
+        self._packed = None  # the parameters packed for the engine, built on first use
+        self._packed_isa = None
+        self._packed_train = None
         self._tape = None
         self.grads: dict[str, np.ndarray] = {}
 
@@ -139,19 +141,28 @@ class LSTM:
                 raise ValueError(f"state_dict[{name!r}]: expected shape {shapes[name]}, got {a.shape}")
             new[name] = self._frozen(a)
         self._params = new
-        self._packed = None
+        self._packed = self._packed_train = None
 
-    def _engine(self):
-        """The parameters packed for the selected kernel family (cached until they change)."""
-        packed, isa = self._packed, _runtime.selected_isa()
-        if packed is None or packed.isa != isa:
-            c = self.config
-            layers = [{k: v for k, v in c.layer_params(self._params, k, d).items()}
-                      for k in range(c.num_layers) for d in range(c.num_directions)]
-            packed = _core.pack(c.input_size, c.hidden_size, c.num_layers, c.proj_size, c.bidirectional, c.bias,
-                                c.peephole, self.dtype.name, isa, layers)
-            self._packed = packed
+    def _engine(self, training: bool = False):
+        """The parameters packed for the selected kernel family (cached until they change); training adds the
+        transposed panels backward needs."""
+        isa = _runtime._isa
+        if training:
+            packed = self._packed_train
+            if packed is None or packed.isa != isa:
+                packed = self._packed_train = self._pack(isa, True)
+            return packed
+        packed = self._packed
+        if packed is None or self._packed_isa is not isa:
+            packed = self._pack(isa, False)
+            self._packed, self._packed_isa = packed, isa
         return packed
+
+    def _pack(self, isa: str, training: bool):
+        c = self.config
+        layers = [c.layer_params(self._params, k, d) for k in range(c.num_layers) for d in range(c.num_directions)]
+        return _core.pack(c.input_size, c.hidden_size, c.num_layers, c.proj_size, c.bidirectional, c.bias,
+                          c.peephole, self.dtype.name, isa, layers, training)
 
     # -- calls ----------------------------------------------------------------------------------------
     def _check_state(self, hx, B: int, unbatched: bool):
@@ -208,13 +219,27 @@ class LSTM:
         train = _bool_arg("train", train)
         x, x3, h0, c0, lengths, unbatched = self._check_input(x, hx, lengths)
         if train:
-            self._tape = None  # a failing call must not leave a stale tape behind
-            hx_ref = None if h0 is None else ((h0[:, 0], c0[:, 0]) if unbatched else (h0, c0))
-            out, tape = reference.forward(self.config, self._params, x, hx_ref, lengths=lengths, train=True,
-                                          rng=self._rng)
-            self._tape = tape
-            return out
+            return self._train_forward(x3, h0, c0, lengths, unbatched)
         return self._infer(x3, h0, c0, lengths, unbatched)
+
+    def _train_forward(self, x3, h0, c0, lengths, unbatched):
+        """The training forward: keeps, per step, layer and direction, the gates and c ((5H + input width) * B
+        values, H rounded up to the SIMD width) plus the dropout masks; backward recomputes the rest."""
+        self._tape = None  # a failing call must not leave a stale tape behind
+        c = self.config
+        if x3.strides[-1] != x3.itemsize:
+            x3 = np.ascontiguousarray(x3)
+        batch_first = c.batch_first and not unbatched
+        T, B = (x3.shape[1], x3.shape[0]) if batch_first else x3.shape[:2]
+        masks = None
+        if c.dropout > 0 and c.num_layers > 1:
+            masks = [np.ascontiguousarray(mk) for mk in reference.make_dropout_masks(c, T, B, self.dtype, self._rng)]
+        packed = self._engine(training=True)
+        y, h_n, c_n, saved = _core.forward_train(packed, x3, h0, c0, lengths, batch_first, masks)
+        self._tape = (packed, saved, masks, unbatched, batch_first, T, B)
+        if unbatched:
+            return y[:, 0, :], (h_n[:, 0, :], c_n[:, 0, :])
+        return y, (h_n, c_n)
 
     def _infer(self, x3, h0, c0, lengths, unbatched):
         if x3.strides[-1] != x3.itemsize:
@@ -226,34 +251,60 @@ class LSTM:
         return y, (h_n, c_n)
 
     def backward(self, dy, dh_n=None, dc_n=None):
-        """Gradients of the last train=True call: returns (dx, (dh0, dc0)) and sets self.grads."""
-        tape = self._tape
-        if tape is None:
+        """Gradients of the last train=True call: returns (dx, (dh0, dc0)) and sets self.grads (state_dict's
+        names and shapes; written, not accumulated). Deterministic: the same bits on every run."""
+        if self._tape is None:
             raise RuntimeError("backward: no train=True call to differentiate (call the module with train=True first)")
+        packed, saved, masks, unbatched, batch_first, T, B = self._tape
         c = self.config
-        T, B = tape.T, tape.B
-        DL = c.num_directions * c.num_layers
-        y_shape = (T, c.num_directions * c.out_size) if tape.unbatched else \
-            ((B, T, c.num_directions * c.out_size) if tape.batch_first else (T, B, c.num_directions * c.out_size))
-        state_shapes = ((DL, c.out_size), (DL, c.hidden_size)) if tape.unbatched else \
+        DL, width = c.num_directions * c.num_layers, c.num_directions * c.out_size
+        y_shape = (T, width) if unbatched else ((B, T, width) if batch_first else (T, B, width))
+        state_shapes = ((DL, c.out_size), (DL, c.hidden_size)) if unbatched else \
             ((DL, B, c.out_size), (DL, B, c.hidden_size))
         dy = _float_array("dy", dy, self.dtype)
         if dy.shape != y_shape:
             raise ValueError(f"dy: expected y's shape {y_shape}, got {dy.shape}")
-        checked = []
+        states = []
         for name, a, shape in (("dh_n", dh_n, state_shapes[0]), ("dc_n", dc_n, state_shapes[1])):
             if a is not None:
                 a = _float_array(name, a, self.dtype)
                 if a.shape != shape:
                     raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-            checked.append(a)
-        dx, (dh0, dc0), grads = reference.backward(c, self._params, tape, dy, *checked)
-        self.grads = grads
+                a = np.ascontiguousarray(a[:, None, :] if unbatched else a)
+            states.append(a)
+        dy3 = np.ascontiguousarray(dy[:, None, :] if unbatched else dy)
+        dx, dh0, dc0, grads = _core.backward(packed, saved, dy3, states[0], states[1], batch_first, masks)
+        self.grads = {
+            c.param_name(short, k, d): g[short]
+            for (k, d), g in zip(((k, d) for k in range(c.num_layers) for d in range(c.num_directions)), grads)
+            for short in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "p_i", "p_f", "p_o") if short in g
+        }
+        self.grads = {name: self.grads[name] for name in c.param_shapes()}
+        if unbatched:
+            return dx[:, 0, :], (dh0[:, 0, :], dc0[:, 0, :])
         return dx, (dh0, dc0)
 
     def step(self, x_t, hx=None):
         """One time step for streaming: x_t (B, I) or (I,) -> (h, (h_n, c_n)) with h the step's output
         (B, H_out) and (h_n, c_n) the new state (L, B, H_out), (L, B, H); the numbers of __call__ on T = 1."""
+        # The streaming fast path: arrays already in the module's dtype and layout go straight to the
+        # bindings, which check every shape and dtype themselves (naming x, h0, c0).
+        packed = self._packed
+        if (packed is not None and self._packed_isa is _runtime._isa and type(x_t) is np.ndarray
+                and x_t.ndim == 2 and x_t.dtype == self.dtype and x_t.flags.c_contiguous
+                and x_t.shape[0] >= 1 and x_t.shape[1] == self.config.input_size and not self.config.bidirectional):
+            if hx is None:
+                y, h_n, c_n = _core.forward(packed, x_t[None], None, None, None, False)
+                return y[0], (h_n, c_n)
+            if type(hx) is tuple and len(hx) == 2:
+                h0, c0 = hx
+                if (type(h0) is np.ndarray and type(c0) is np.ndarray and h0.ndim == 3 and c0.ndim == 3
+                        and h0.dtype == self.dtype and c0.dtype == self.dtype):
+                    y, h_n, c_n = _core.forward(packed, x_t[None], h0, c0, None, False)
+                    return y[0], (h_n, c_n)
+        return self._step_checked(x_t, hx)
+
+    def _step_checked(self, x_t, hx):
         c = self.config
         if c.bidirectional:
             raise ValueError("step: a bidirectional LSTM needs the whole sequence (use __call__)")

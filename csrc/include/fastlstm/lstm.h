@@ -69,7 +69,10 @@ struct PackedModel {
   Isa isa = Isa::kScalar;
   DType dtype = DType::kF32;
   int units = 1;  // U
-  struct Offsets { std::size_t w_ih, w_hh, bias, peep, w_hr; };  // element offsets into data
+  bool training = false;  // also holds the transposed panels backward needs
+  // Element offsets into data. Training adds w_ih_t [ceil(I/U)][4*NB*U][U], w_hh_t [ceil(Hout/U)][4*NB*U][U]
+  // (rows in the packed gate order) and w_hr_t [NB][P][U].
+  struct Offsets { std::size_t w_ih, w_hh, bias, peep, w_hr, w_ih_t = 0, w_hh_t = 0, w_hr_t = 0; };
   std::vector<Offsets> layers;  // [k * D + d]
   std::size_t packed_bytes = 0;
   AlignedBuffer data;
@@ -80,7 +83,8 @@ struct PackedModel {
 
 // Packs `layers` ([k * D + d], shape.num_layers * D entries) for `isa`. Throws std::invalid_argument
 // for a shape out of range, std::bad_alloc when memory cannot be had.
-std::unique_ptr<PackedModel> pack_model(const ModelShape& shape, DType dtype, Isa isa, const RawLayer* layers);
+std::unique_ptr<PackedModel> pack_model(const ModelShape& shape, DType dtype, Isa isa, const RawLayer* layers,
+                                        bool training = false);
 
 // One inference call. Element (t, b, i) of x is x[t * x_st + b * x_sb + i]; y likewise with y_st, y_sb
 // (directions concatenated along the last axis). x and y must not overlap.
@@ -100,8 +104,58 @@ struct ForwardArgs {
 };
 void forward(const ForwardArgs& args);
 
+// What a training forward keeps for backward: per layer and direction the post-activation gates
+// [steps][B][4*Hp] and cell states [steps][B][Hp] (Hp = H rounded up to the vector width) and the initial
+// state; per layer its input [steps][B][width] (rows sorted by length). That is (5*Hp + width) * B values per
+// step, layer and direction at most; h, tanh(c) and everything else are recomputed by backward.
+struct TrainState {
+  ModelShape shape;
+  DType dtype = DType::kF32;
+  Isa isa = Isa::kScalar;
+  int T = 0, B = 0, steps = 0;
+  std::int64_t h_ld = 0, c_ld = 0;
+  std::vector<std::int64_t> lengths;  // empty: every sequence has T steps
+  std::vector<std::int32_t> perm;     // sorted row -> user row (with lengths)
+  std::vector<std::int32_t> active;   // rows alive at t (with lengths)
+  struct Saved { std::size_t gates, c, h0, c0; };  // byte offsets into data, per [k * D + d]
+  std::vector<Saved> saved;
+  std::vector<std::size_t> inputs;    // byte offsets of each layer's input
+  AlignedBuffer data;
+  char* at(std::size_t offset) const { return static_cast<char*>(data.data()) + offset; }
+};
+
+// The training forward: ForwardArgs' outputs, plus the saved state. masks[k] for k < L-1: the dropout mask
+// applied to layer k's output, [T][B][D*Hout] contiguous in the user's row order; masks may be null.
+std::unique_ptr<TrainState> forward_train(const ForwardArgs& args, const void* const* masks);
+
+// Backpropagation through time of the forward that produced `state`. dy has y's layout (dy_st, dy_sb);
+// dx likewise x's; dh_n/dc_n, dh0/dc0 as h_n/c_n (dh_n, dc_n may be null: zeros). Gradients are written,
+// not accumulated, in the user's layouts; both bias gradients get the same values.
+struct GradPointers {
+  void *w_ih = nullptr, *w_hh = nullptr, *b_ih = nullptr, *b_hh = nullptr, *w_hr = nullptr;
+  void *p_i = nullptr, *p_f = nullptr, *p_o = nullptr;
+};
+struct BackwardArgs {
+  const PackedModel* model = nullptr;  // packed with training = true, for the state's isa and dtype
+  const TrainState* state = nullptr;
+  const void* dy = nullptr;
+  std::int64_t dy_st = 0, dy_sb = 0;
+  const void *dh_n = nullptr, *dc_n = nullptr;
+  void* dx = nullptr;
+  std::int64_t dx_st = 0, dx_sb = 0;
+  void *dh0 = nullptr, *dc0 = nullptr;
+  const void* const* masks = nullptr;  // those of forward_train
+  const GradPointers* grads = nullptr;  // [L * D]
+  int num_threads = 1;
+};
+void backward(const BackwardArgs& args);
+
 // Element-wise activations of a kernel family, exposed for the accuracy tests. n elements, any n.
 void activation(Isa isa, DType dtype, int which /*0 sigmoid, 1 tanh*/, const void* in, void* out, std::size_t n);
+
+// The measured float32 FMA throughput of a kernel family on num_threads threads (GFLOP/s), from a
+// register-only loop run for about `seconds`: the benchmark's peak.
+double fma_peak_gflops(Isa isa, int num_threads, double seconds);
 
 // Thread team size used when a call does not say (FASTLSTM_NUM_THREADS, else the hardware's).
 int default_num_threads();

@@ -1,0 +1,155 @@
+"""The compiled training engine (train=True forward + backward) against the float64 reference: every option,
+tail-hitting sizes, every kernel family, both dtypes; finite differences of the float64 engine; bitwise
+determinism; the saved-state budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_engine import CASES, DTYPES, _inputs
+from tolerance import assert_close_to_reference
+
+import fastlstm
+from fastlstm import _runtime, reference
+
+
+def _as64(a):
+    if a is None:
+        return None
+    if isinstance(a, (tuple, list)):
+        return type(a)(_as64(v) for v in a)
+    return a.astype(np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opts,T,B,I,H", CASES + [(dict(num_layers=3, dropout=0.5, bidirectional=True), 4, 5, 3, 17)])
+def test_gradients_match_reference(isa, rng, dtype, opts, T, B, I, H):
+    m = fastlstm.LSTM(I, H, dtype=dtype, seed=int(rng.integers(1 << 30)), **opts)
+    for hx, lengths in ((False, False), (True, True)):
+        x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype=dtype)
+        y, (h, c) = m(x, state, lengths=lens, train=True)
+        masks = m._tape[2]
+        dy, dhn, dcn = (rng.standard_normal(a.shape).astype(dtype) for a in (y, h, c))
+        dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
+        p64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+        (y64, _), t64 = reference.forward(m.config, p64, _as64(x), _as64(state), lengths=lens, train=True,
+                                          dropout_masks=_as64(masks))
+        r64 = reference.backward(m.config, p64, t64, *(_as64(a) for a in (dy, dhn, dcn)))
+        (ydt, _), tdt = reference.forward(m.config, m.state_dict(), x, state, lengths=lens, train=True,
+                                          dropout_masks=masks)
+        rdt = reference.backward(m.config, m.state_dict(), tdt, dy, dhn, dcn)
+        assert_close_to_reference(y, ydt, y64, dtype, "y")
+        for name, fast, i in (("dx", dx, 0), ("dh0", dh0, (1, 0)), ("dc0", dc0, (1, 1))):
+            pick = (lambda r, i=i: r[i] if isinstance(i, int) else r[i[0]][i[1]])
+            assert_close_to_reference(fast, pick(rdt), pick(r64), dtype, name)
+        assert list(m.grads) == list(m.state_dict())
+        for name, g in m.grads.items():
+            assert g.dtype == np.dtype(dtype)
+            assert_close_to_reference(g, rdt[2][name], r64[2][name], dtype, name)
+        if lens is not None:  # padded steps get no gradient
+            for b, n in enumerate(lens):
+                assert not (dx[b, n:] if m.batch_first else dx[n:, b]).any()
+
+
+def test_unbatched_training(rng):
+    m = fastlstm.LSTM(3, 7, 2, bidirectional=True, proj_size=2, dtype="float64", seed=2)
+    x = rng.standard_normal((5, 3))
+    y, (h, c) = m(x, train=True)
+    dx, (dh0, dc0) = m.backward(np.ones_like(y), np.ones_like(h), np.ones_like(c))
+    (_, _), tape = reference.forward(m.config, m.state_dict(), x, train=True)
+    rdx, (rdh0, rdc0), grads = reference.backward(m.config, m.state_dict(), tape, np.ones_like(y), np.ones_like(h),
+                                                  np.ones_like(c))
+    np.testing.assert_allclose(dx, rdx, atol=1e-12)
+    np.testing.assert_allclose(dh0, rdh0, atol=1e-12)
+    assert dx.shape == x.shape and dh0.shape == h.shape and dc0.shape == c.shape
+    for k in grads:
+        np.testing.assert_allclose(m.grads[k], grads[k], atol=1e-12)
+
+
+def test_finite_differences_of_the_float64_engine(rng):
+    """Spot checks of the engine's own gradients, no reference involved."""
+    m = fastlstm.LSTM(3, 5, 2, bidirectional=True, proj_size=2, peephole=True, dtype="float64", seed=7)
+    x, state, lens = _inputs(m, rng, 4, 3, lengths=True)
+    y, (h, c) = m(x, state, lengths=lens, train=True)
+    dy, dhn, dcn = (rng.standard_normal(a.shape) for a in (y, h, c))
+    dx, (dh0, _) = m.backward(dy, dhn, dcn)
+    grads = dict(m.grads)
+
+    def loss(model, xx, st):
+        yy, (hh, cc) = model(xx, st, lengths=lens)
+        return float((yy * dy).sum() + (hh * dhn).sum() + (cc * dcn).sum())
+
+    eps = 1e-6
+    sd = m.state_dict()
+    for name in ("weight_ih_l0", "weight_hh_l1_reverse", "bias_hh_l0", "weight_hr_l1", "peephole_f_l0_reverse"):
+        flat = rng.integers(sd[name].size, size=3)
+        for i in flat:
+            idx = np.unravel_index(i, sd[name].shape)
+            vals = []
+            for s in (eps, -eps):
+                p = {k: v.copy() for k, v in sd.items()}
+                p[name][idx] += s
+                m.load_state_dict(p)
+                vals.append(loss(m, x, state))
+            m.load_state_dict(sd)
+            assert abs((vals[0] - vals[1]) / (2 * eps) - grads[name][idx]) <= 1e-6 * (1 + abs(grads[name][idx]))
+    for arr, grad in ((x, dx), (state[0], dh0)):
+        for i in rng.integers(arr.size, size=4):
+            idx = np.unravel_index(i, arr.shape)
+            vals = []
+            for s in (eps, -eps):
+                arr[idx] += s
+                vals.append(loss(m, x, state))
+                arr[idx] -= s
+            assert abs((vals[0] - vals[1]) / (2 * eps) - grad[idx]) <= 1e-6 * (1 + abs(grad[idx]))
+
+
+def test_gradients_are_bitwise_reproducible(rng, threads):
+    """Fixed reduction order: the same bits on every run and for any thread count. (Across kernel families the
+    sums over 4H run in each family's packed gate order, so only the forward is bitwise family-independent.)"""
+    m = fastlstm.LSTM(17, 33, 2, bidirectional=True, proj_size=7, peephole=True, seed=3)
+    x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
+    dy = rng.standard_normal((6, 13, 14)).astype(np.float32)
+    previous = _runtime.selected_isa()
+    runs = []
+    try:
+        for isa in _runtime.available_isas():
+            _runtime._set_isa(isa)
+            for n in (1, 2, 3, 2):
+                fastlstm.set_num_threads(n)
+                m(x, state, lengths=lens, train=True)
+                dx, _ = m.backward(dy)
+                runs.append((isa, n, dx, dict(m.grads)))
+    finally:
+        _runtime._set_isa(previous)
+    first = {}
+    for isa, n, dx, g in runs:
+        dx0, g0 = first.setdefault(isa, (dx, g))
+        assert np.array_equal(dx, dx0), (isa, n)
+        assert all(np.array_equal(g[k], g0[k]) for k in g0), (isa, n)
+
+
+def test_saved_state_budget():
+    """(5 * H + input width) * B values per step, layer and direction (H a multiple of the SIMD width here)."""
+    T, B, I, H = 50, 4, 24, 64
+    for L, bi in ((1, False), (2, True)):
+        m = fastlstm.LSTM(I, H, L, bidirectional=bi, seed=0)
+        m(np.zeros((T, B, I), np.float32), train=True)
+        saved = m._tape[1].nbytes
+        D = 2 if bi else 1
+        budget = sum((5 * H + m.config.layer_input_size(k)) * B * T * D for k in range(L)) * 4
+        state = L * D * B * 2 * H * 4 + 64 * (4 * L * D + L)  # h0, c0 and alignment
+        assert saved <= budget + state, (saved, budget)
+
+
+def test_backward_uses_the_weights_of_its_forward(rng):
+    m = fastlstm.LSTM(3, 5, seed=1, dtype="float64")
+    x = rng.standard_normal((4, 2, 3))
+    m(x, train=True)
+    sd = m.state_dict()
+    m.load_state_dict({k: v * 0 for k, v in sd.items()})
+    dx, _ = m.backward(np.ones((4, 2, 5)))
+    m.load_state_dict(sd)
+    m(x, train=True)
+    dx2, _ = m.backward(np.ones((4, 2, 5)))
+    np.testing.assert_array_equal(dx, dx2)

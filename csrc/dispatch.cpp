@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include "engine.h"
 #include "fastlstm/lstm.h"
 #include "threads.h"
@@ -17,13 +19,19 @@
 namespace fastlstm::cpu {
 
 // ---- memory --------------------------------------------------------------------------------------
-AlignedBuffer::AlignedBuffer(std::size_t bytes) : n_(bytes) {
+AlignedBuffer::AlignedBuffer(std::size_t bytes, bool zero) : n_(bytes) {
   if (bytes == 0) return;
-  const std::size_t rounded = (bytes + 63) / 64 * 64;
+  // Large buffers on 2 MB boundaries, offered to transparent huge pages: a training call's saved state is
+  // tens of MB written once, and 4 KB page faults would cost more than the writes.
+  const std::size_t align = bytes >= (std::size_t(4) << 20) ? (std::size_t(2) << 20) : 64;
+  const std::size_t rounded = (bytes + align - 1) / align * align;
   if (rounded < bytes) throw std::bad_alloc();
-  p_ = std::aligned_alloc(64, rounded);
+  p_ = std::aligned_alloc(align, rounded);
   if (!p_) throw std::bad_alloc();
-  std::memset(p_, 0, rounded);
+#if defined(MADV_HUGEPAGE)
+  if (align > 64) madvise(p_, rounded, MADV_HUGEPAGE);
+#endif
+  if (zero) std::memset(p_, 0, rounded);
 }
 AlignedBuffer& AlignedBuffer::operator=(AlignedBuffer&& o) noexcept {
   if (this != &o) {
@@ -214,10 +222,10 @@ class Workspace {
   void allocate() {
     thread_local AlignedBuffer kept;
     if (total_ <= kKeepBytes) {
-      if (kept.size() < total_) kept = AlignedBuffer(std::max(total_, std::size_t(64) << 10));
+      if (kept.size() < total_) kept = AlignedBuffer(std::max(total_, std::size_t(64) << 10), false);
       base_ = static_cast<char*>(kept.data());
     } else {
-      own_ = AlignedBuffer(total_);
+      own_ = AlignedBuffer(total_, false);  // every piece is written before it is read
       base_ = static_cast<char*>(own_.data());
     }
   }
@@ -407,7 +415,7 @@ struct Call {
       p.c0 = piece(mul_sz(mul_sz(B, c_ld), sizeof(T)));
       sv.saved.push_back(p);
     }
-    sv.data = AlignedBuffer(total);
+    sv.data = AlignedBuffer(total, /*zero=*/false);  // every element read is written first
     const int I = m.shape.input_size;
     T* x0 = reinterpret_cast<T*>(sv.at(sv.inputs[0]));
     for (int t = 0; t < steps; ++t) {
@@ -631,9 +639,15 @@ struct BackCall {
       o_gw_hr[d] = ws.reserve(mul_sz(mul_sz(H, h_ld), sizeof(T)));
     }
     const std::size_t o_dxptr = ws.reserve(mul_sz(mul_sz(M, 2), sizeof(void*)));
+    const std::size_t gw_bytes = mul_sz(grad_workspace_elems(Imax, Hout, m.units), sizeof(T));
+    std::size_t o_gwork[64];
+    for (int i = 0; i < n; ++i) o_gwork[i] = ws.reserve(gw_bytes);
+    const std::size_t o_gwork_ptrs = ws.reserve(sizeof(void*) * static_cast<std::size_t>(n));
     const std::size_t up_bytes = mul_sz(mul_sz(rows, D * Hout), sizeof(T));
     const std::size_t o_up[2] = {ws.reserve(L > 1 ? up_bytes : 0), ws.reserve(L > 2 ? up_bytes : 0)};
     ws.allocate();
+    void** gwork = ws.at<void*>(o_gwork_ptrs);
+    for (int i = 0; i < n; ++i) gwork[i] = ws.at<void>(o_gwork[i]);
 
     // dx = 0 where a sequence has ended.
     for (int b = 0; b < B; ++b)
@@ -707,6 +721,7 @@ struct BackCall {
         g.gw_ih_t = ws.at<void>(o_gw_ih[d]); g.gw_hh_t = ws.at<void>(o_gw_hh[d]); g.gb = ws.at<void>(o_gb[d]);
         g.gp = ws.at<void>(o_gp[d]); g.gw_hr_t = ws.at<void>(o_gw_hr[d]);
         g.h_ld = h_ld; g.c_ld = c_ld;
+        g.work = gwork;
       }
       // The layer input's gradient: the user's dx, or the upstream gradient of layer k - 1 (times its mask).
       void** dx_r = ws.at<void*>(o_dxptr);

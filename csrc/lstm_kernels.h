@@ -4,7 +4,7 @@
 // here is private to one family. No standard-library templates are used here: an inline template
 // instantiated with wide-ISA flags could be merged by the linker into baseline code.
 //
-// V provides: load, store, set1, zero, add, sub, mul, div, fma(a, b, c) = a * b + c, abs,
+// V provides: load, store, stream (a non-temporal store to an aligned address), set1, zero, add, sub, mul, div, fma(a, b, c) = a * b + c, abs,
 // max_keep_nan(lo, x) (x when x is NaN), select_ge0(x, a, b) = x >= 0 ? a : b,
 // select_lt(x, lim, a, b) = x < lim ? a : b, copysign(mag, sgn), and pow2_magic(t): 2^n from
 // t = n + magic (n integral, within the normal exponent range; see ExpConst).
@@ -281,11 +281,12 @@ struct Direction {
         if (tk.save_gates) {  // training: what backward needs, in the packed gate order
           const std::int64_t row = static_cast<std::int64_t>(t) * tk.B + r0 + r;
           T* sg = static_cast<T*>(tk.save_gates) + row * 4 * tk.c_ld + (nb_begin + nb_local + b) * G4;
-          V::store(sg, ia);
-          V::store(sg + N, fa);
-          V::store(sg + 2 * N, ga);
-          V::store(sg + 3 * N, oa);
-          V::store(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, cn);
+          // Written once, read back only by backward: stream them past the caches that hold W_hh.
+          V::stream(sg, ia);
+          V::stream(sg + N, fa);
+          V::stream(sg + 2 * N, ga);
+          V::stream(sg + 3 * N, oa);
+          V::stream(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, cn);
         }
         if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv, t, r0 + r, u0), count);
       }

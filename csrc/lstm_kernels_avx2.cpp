@@ -17,6 +17,7 @@ struct VecF {
   static constexpr int N = 8, MR = 3;
   static R load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
+  static void stream(T* p, R v) { _mm256_stream_ps(p, v); }  // p aligned to the vector
   static R set1(T x) { return _mm256_set1_ps(x); }
   static R zero() { return _mm256_setzero_ps(); }
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
@@ -44,6 +45,7 @@ struct VecD {
   static constexpr int N = 4, MR = 3;
   static R load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
+  static void stream(T* p, R v) { _mm256_stream_pd(p, v); }
   static R set1(T x) { return _mm256_set1_pd(x); }
   static R zero() { return _mm256_setzero_pd(); }
   static R add(R a, R b) { return _mm256_add_pd(a, b); }

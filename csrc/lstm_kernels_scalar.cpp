@@ -17,6 +17,7 @@ struct VecScalar {
   static constexpr int N = 1, MR = 4;
   static R load(const T* p) { return *p; }
   static void store(T* p, R v) { *p = v; }
+  static void stream(T* p, R v) { *p = v; }
   static R set1(T x) { return x; }
   static R zero() { return T(0); }
   static R add(R a, R b) { return a + b; }

@@ -142,7 +142,7 @@ struct Backward {
     for (int r = 0; r < MR; ++r) a[r] = dz_row(t, r0 + r);
     const std::int64_t K = 4 * tk.c_ld;
     int ob = ob_begin;
-    for (; ob + 2 <= ob_end && MR <= 2; ob += 2) dh_tile<MR, 2>(a, ob, K, r0);
+    for (; ob + 4 <= ob_end; ob += 4) dh_tile<MR, 4>(a, ob, K, r0);  // 4 column blocks: 4*MR chains
     for (; ob < ob_end; ++ob) dh_tile<MR, 1>(a, ob, K, r0);
   }
   template <int MR, int NBLK>
@@ -217,42 +217,60 @@ struct Grads {
   using R = typename V::R;
   static constexpr int N = V::N;
   static constexpr int G4 = 4 * N;
-  static constexpr int kRowChunk = 256;  // rows per pass: the chunk's dz block stays in L1/L2
+  static constexpr int kRowChunk = GradTask::kRowChunk;  // rows per pass: transposed inputs stay in L2
 
   const GradTask& tk;
 
-  // out_t[col][block b's 4N gate rows] = sum_m src[m][col] * dz[m][b's gate rows] for cols in [0, ncols).
+  // out_t[c][block's 4N gate rows] (+)= sum over the chunk's rows of src_t[c][m] * dzp[m][4N], c in [0, ncols).
   template <int MR>
-  void outer_cols(int col0, int nb, const void* const* src, T* out_t, int m0, int m1, bool first) {
+  void cols(int c0, int mc, const T* src_t, const T* dzp, T* out, bool first) {
     R acc[MR][4];
-    T* o = out_t + static_cast<std::int64_t>(col0) * 4 * tk.c_ld + nb * G4;
     for (int r = 0; r < MR; ++r)
-      for (int g = 0; g < 4; ++g)
-        acc[r][g] = first ? V::zero() : V::load(o + r * 4 * tk.c_ld + g * N);
-    tile_outer<V, MR, 4>(m0, m1, src, col0, tk.dz_rows, static_cast<std::int64_t>(nb) * G4, acc);
+      for (int g = 0; g < 4; ++g) acc[r][g] = first ? V::zero() : V::load(out + (c0 + r) * 4 * tk.c_ld + g * N);
+    const T* a[MR];
+    for (int r = 0; r < MR; ++r) a[r] = src_t + static_cast<std::int64_t>(c0 + r) * kRowChunk;
+    const T* w[1] = {dzp};
+    tile<V, MR, 1, 4>(mc, a, w, acc);
     for (int r = 0; r < MR; ++r)
-      for (int g = 0; g < 4; ++g) V::store(o + r * 4 * tk.c_ld + g * N, acc[r][g]);
+      for (int g = 0; g < 4; ++g) V::store(out + (c0 + r) * 4 * tk.c_ld + g * N, acc[r][g]);
   }
 
-  void outer(int ncols, int nb, const void* const* src, T* out_t, int m0, int m1, bool first) {
+  void all_cols(int ncols, int mc, const T* src_t, const T* dzp, T* out, bool first) {
     int c = 0;
-    for (; c + V::MR <= ncols; c += V::MR) outer_cols<V::MR>(c, nb, src, out_t, m0, m1, first);
+    for (; c + V::MR <= ncols; c += V::MR) cols<V::MR>(c, mc, src_t, dzp, out, first);
     Direction<V>::dispatch_tail(ncols - c, c, [&](auto mr, int c0) {
-      this->template outer_cols<decltype(mr)::value>(c0, nb, src, out_t, m0, m1, first);
+      this->template cols<decltype(mr)::value>(c0, mc, src_t, dzp, out, first);
     });
+  }
+
+  // src_t[c][m] = rows[m0 + m][c]: the chunk's inputs transposed, so the products run as packed GEMM tiles.
+  static void transpose(const void* const* rows, int m0, int mc, int ncols, T* dst) {
+    for (int m = 0; m < mc; ++m) {
+      const T* src = static_cast<const T*>(rows[m0 + m]);
+      for (int c = 0; c < ncols; ++c) dst[static_cast<std::int64_t>(c) * kRowChunk + m] = src[c];
+    }
   }
 
   void run(int tid, int nthreads) {
     const int hout = tk.P > 0 ? tk.P : tk.H;
     int nb_begin, nb_end;
     split_range((tk.H + N - 1) / N, tid, nthreads, &nb_begin, &nb_end);
-    for (int nb = nb_begin; nb < nb_end; ++nb) {
-      for (int m0 = 0; m0 < tk.M || m0 == 0; m0 += kRowChunk) {
-        const int m1 = m0 + kRowChunk < tk.M ? m0 + kRowChunk : tk.M;
-        outer(tk.I, nb, tk.x_rows, static_cast<T*>(tk.gw_ih_t), m0, m1, m0 == 0);
-        outer(hout, nb, tk.hprev_rows, static_cast<T*>(tk.gw_hh_t), m0, m1, m0 == 0);
-        if (m1 >= tk.M) break;
+    T* xt = static_cast<T*>(tk.work[tid]);            // [I][kRowChunk]
+    T* ht = xt + static_cast<std::int64_t>(tk.I) * kRowChunk;  // [Hout][kRowChunk]
+    T* dzp = ht + static_cast<std::int64_t>(hout) * kRowChunk;  // [kRowChunk][4N]
+    for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
+      const int mc = tk.M - m0 < kRowChunk ? tk.M - m0 : kRowChunk;
+      if (nb_begin < nb_end) {
+        transpose(tk.x_rows, m0, mc, tk.I, xt);
+        transpose(tk.hprev_rows, m0, mc, hout, ht);
       }
+      for (int nb = nb_begin; nb < nb_end; ++nb) {
+        for (int m = 0; m < mc; ++m) std::memcpy(dzp + m * G4, static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4, sizeof(T) * G4);
+        all_cols(tk.I, mc, xt, dzp, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
+        all_cols(hout, mc, ht, dzp, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
+      }
+    }
+    for (int nb = nb_begin; nb < nb_end; ++nb) {
       // Bias and peepholes: plain sums over the rows, in the same order.
       R db[4] = {V::zero(), V::zero(), V::zero(), V::zero()};
       R dp[3] = {V::zero(), V::zero(), V::zero()};
@@ -310,36 +328,47 @@ struct Dx {
   static constexpr int N = V::N;
   const DxTask& tk;
 
-  template <int MR>
+  template <int MR, int NBLK>
   void rows(int m0, int ib) {
-    R acc[MR][1];
-    for (int r = 0; r < MR; ++r) acc[r][0] = V::zero();
+    R acc[MR][NBLK];
+    for (int r = 0; r < MR; ++r)
+      for (int b = 0; b < NBLK; ++b) acc[r][b] = V::zero();
     for (int d = 0; d < tk.D; ++d) {
       const T* a[MR];
       for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.dz_rows[d][m0 + r]);
-      const T* w[1] = {static_cast<const T*>(tk.w_ih_t[d]) + static_cast<std::int64_t>(ib) * tk.K * N};
-      tile<V, MR, 1, 1>(static_cast<int>(tk.K), a, w, acc);
+      const T* w[NBLK];
+      for (int b = 0; b < NBLK; ++b) w[b] = static_cast<const T*>(tk.w_ih_t[d]) + static_cast<std::int64_t>(ib + b) * tk.K * N;
+      tile<V, MR, NBLK, 1>(static_cast<int>(tk.K), a, w, acc);
     }
-    const int c0 = ib * N, count = tk.I - c0 < N ? tk.I - c0 : N;
-    for (int r = 0; r < MR; ++r) {
-      R v = acc[r][0];
-      if (tk.mask_rows) {
-        T buf[N] = {};
-        std::memcpy(buf, static_cast<const T*>(tk.mask_rows[m0 + r]) + c0, static_cast<std::size_t>(count) * sizeof(T));
-        v = V::mul(v, V::load(buf));
+    for (int b = 0; b < NBLK; ++b) {
+      const int c0 = (ib + b) * N, count = tk.I - c0 < N ? tk.I - c0 : N;
+      for (int r = 0; r < MR; ++r) {
+        R v = acc[r][b];
+        if (tk.mask_rows) {
+          T buf[N] = {};
+          std::memcpy(buf, static_cast<const T*>(tk.mask_rows[m0 + r]) + c0, static_cast<std::size_t>(count) * sizeof(T));
+          v = V::mul(v, V::load(buf));
+        }
+        store_partial<V>(static_cast<T*>(tk.dx_rows[m0 + r]) + c0, v, count);
       }
-      store_partial<V>(static_cast<T*>(tk.dx_rows[m0 + r]) + c0, v, count);
     }
+  }
+
+  template <int MR>
+  void rows_all(int m0, int ib_begin, int ib_end) {
+    int ib = ib_begin;
+    for (; ib + 4 <= ib_end; ib += 4) rows<MR, 4>(m0, ib);
+    for (; ib < ib_end; ++ib) rows<MR, 1>(m0, ib);
   }
 
   void run(int tid, int nthreads) {
     int ib_begin, ib_end;
     split_range((tk.I + N - 1) / N, tid, nthreads, &ib_begin, &ib_end);
-    for (int ib = ib_begin; ib < ib_end; ++ib) {
-      int m = 0;
-      for (; m + V::MR <= tk.M; m += V::MR) rows<V::MR>(m, ib);
-      Direction<V>::dispatch_tail(tk.M - m, m, [&](auto mr, int m0) { this->template rows<decltype(mr)::value>(m0, ib); });
-    }
+    int m = 0;
+    for (; m + V::MR <= tk.M; m += V::MR) rows_all<V::MR>(m, ib_begin, ib_end);
+    Direction<V>::dispatch_tail(tk.M - m, m, [&](auto mr, int m0) {
+      this->template rows_all<decltype(mr)::value>(m0, ib_begin, ib_end);
+    });
   }
 };
 

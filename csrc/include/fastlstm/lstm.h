@@ -42,11 +42,11 @@ struct RawLayer {
   const void *p_i = nullptr, *p_f = nullptr, *p_o = nullptr;
 };
 
-// A 64-byte aligned, zero-initialised byte buffer (throws std::bad_alloc).
+// A 64-byte aligned byte buffer, zero-initialised unless asked not to be (throws std::bad_alloc).
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
-  explicit AlignedBuffer(std::size_t bytes);
+  explicit AlignedBuffer(std::size_t bytes, bool zero = true);
   AlignedBuffer(AlignedBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
   AlignedBuffer& operator=(AlignedBuffer&& o) noexcept;
   AlignedBuffer(const AlignedBuffer&) = delete;

@@ -622,7 +622,7 @@ struct BackCall {
     const std::size_t rows = mul_sz(steps, B);
     const std::size_t hb = mul_sz(mul_sz(B, h_ld), sizeof(T)), cb = mul_sz(mul_sz(B, c_ld), sizeof(T));
     std::size_t o_dh[2], o_dc[2], o_dpre[2], o_hall[2], o_hpre[2], o_dhs[2], o_ptr[2], o_gw_ih[2], o_gw_hh[2],
-        o_gb[2], o_gp[2], o_gw_hr[2];
+        o_gb[2], o_gp[2], o_gw_hr[2], o_dz[2];
     const int Imax = std::max(I0, D * Hout);
     for (int d = 0; d < D; ++d) {
       o_dh[d] = ws.reserve(hb);
@@ -631,6 +631,7 @@ struct BackCall {
       o_hall[d] = ws.reserve(mul_sz(mul_sz(rows, h_ld), sizeof(T)));
       o_hpre[d] = ws.reserve(P > 0 ? mul_sz(mul_sz(rows, c_ld), sizeof(T)) : 0);
       o_dhs[d] = ws.reserve(P > 0 ? mul_sz(mul_sz(rows, h_ld), sizeof(T)) : 0);
+      o_dz[d] = ws.reserve(mul_sz(mul_sz(rows, 4 * c_ld), sizeof(T)));
       o_ptr[d] = ws.reserve(mul_sz(mul_sz(M, 7), sizeof(void*)));
       o_gw_ih[d] = ws.reserve(mul_sz(mul_sz(Imax, 4 * c_ld), sizeof(T)));
       o_gw_hh[d] = ws.reserve(mul_sz(mul_sz(Hout, 4 * c_ld), sizeof(T)));
@@ -667,7 +668,8 @@ struct BackCall {
         b.reverse = d == 1;
         b.peephole = st.shape.peephole;
         b.active = st.active.empty() ? nullptr : st.active.data();
-        b.dz = st.at(sv.gates);
+        b.gates = st.at(sv.gates);
+        b.dz = ws.at<void>(o_dz[d]);
         b.csave = st.at(sv.c);
         b.c0 = st.at(sv.c0);
         b.h0 = st.at(sv.h0);
@@ -703,7 +705,7 @@ struct BackCall {
         for (int t = 0; t < steps; ++t) {
           for (int r = 0; r < alive(t); ++r, ++i) {
             const int tp = prev_time(d, t, r);
-            dz_r[i] = st.at(sv.gates) + row(t, r) * 4 * c_ld * sizeof(T);
+            dz_r[i] = ws.at<T>(o_dz[d]) + row(t, r) * 4 * c_ld;
             x_r[i] = input + row(t, r) * width;
             hp_r[i] = tp < 0 ? static_cast<const void*>(st.at(sv.h0) + r * h_ld * sizeof(T))
                              : static_cast<const void*>(ws.at<T>(o_hall[d]) + row(tp, r) * h_ld);

@@ -43,12 +43,14 @@ struct DirTask {
   const std::int32_t* m_rows = nullptr;
 };
 
-// Backpropagation through time of one layer and direction (lstm_train.h). Saved arrays of the forward:
-// gates/dz [steps][B][4 * c_ld] (gates in, dz out, in place), c [steps][B][c_ld]. Rows as in DirTask.
+// Backpropagation through time of one layer and direction (lstm_train.h). Saved arrays of the forward
+// (read only, so backward may run again on the same state): gates [steps][B][4 * c_ld], c [steps][B][c_ld];
+// dz [steps][B][4 * c_ld] is written. Rows as in DirTask.
 struct BackTask {
   int steps = 0, B = 0, H = 0, P = 0;
   bool reverse = false, peephole = false;
   const std::int32_t* active = nullptr;
+  const void* gates = nullptr;
   void* dz = nullptr;
   const void* csave = nullptr;
   const void* c0 = nullptr;          // [B][c_ld] the state before the first step

@@ -35,13 +35,14 @@ struct Backward {
                   : static_cast<const T*>(tk.csave) + row(tp, r) * tk.c_ld;
   }
   T* dz_row(int t, int r) const { return static_cast<T*>(tk.dz) + row(t, r) * 4 * tk.c_ld; }
+  const T* gates_row(int t, int r) const { return static_cast<const T*>(tk.gates) + row(t, r) * 4 * tk.c_ld; }
 
-  // h_t (and o * tanh(c_t)) of every live row, from the saved gates and c, before dz overwrites them.
+  // h_t (and o * tanh(c_t)) of every live row, from the saved gates and c.
   void recompute_h() {
     const bool proj = tk.P > 0;
     for (int t = 0; t < tk.steps; ++t) {
       for (int r = 0, n = alive(t); r < n; ++r) {
-        const T* g = dz_row(t, r);
+        const T* g = gates_row(t, r);
         const T* c = static_cast<const T*>(tk.csave) + row(t, r) * tk.c_ld;
         T* dst = proj ? static_cast<T*>(tk.hpre_all) + row(t, r) * tk.c_ld : static_cast<T*>(tk.hall) + row(t, r) * tk.h_ld;
         for (int nb = nb_begin; nb < nb_end; ++nb)
@@ -100,7 +101,7 @@ struct Backward {
     }
   }
 
-  // The cell's backward on my units: gates -> dz (in place), dc carried to c_{t-1}.
+  // The cell's backward on my units: gates -> dz, dc carried to c_{t-1}.
   void pointwise(int t) {
     const bool proj = tk.P > 0;
     const T* dhp = static_cast<const T*>(proj ? tk.dpre : tk.dh);
@@ -108,7 +109,8 @@ struct Backward {
     const T* pp = static_cast<const T*>(tk.peep);
     const R one = V::set1(T(1));
     for (int r = 0, n = alive(t); r < n; ++r) {
-      T* g = dz_row(t, r);
+      const T* g = gates_row(t, r);
+      T* dz = dz_row(t, r);
       const T* cn_row = static_cast<const T*>(tk.csave) + row(t, r) * tk.c_ld;
       const T* cp_row = c_prev(t, r);
       T* dc = static_cast<T*>(tk.dc) + r * tk.c_ld;
@@ -126,10 +128,10 @@ struct Backward {
         const R dzg = V::mul(V::mul(dcn, i), V::sub(one, V::mul(gg, gg)));
         R dcp = V::mul(dcn, f);
         if (tk.peephole) dcp = V::fma(dzf, V::load(pp + tk.c_ld + u0), V::fma(dzi, V::load(pp + u0), dcp));
-        V::store(g + nb * G4, dzi);
-        V::store(g + nb * G4 + N, dzf);
-        V::store(g + nb * G4 + 2 * N, dzg);
-        V::store(g + nb * G4 + 3 * N, dzo);
+        V::store(dz + nb * G4, dzi);
+        V::store(dz + nb * G4 + N, dzf);
+        V::store(dz + nb * G4 + 2 * N, dzg);
+        V::store(dz + nb * G4 + 3 * N, dzo);
         V::store(dc + u0, dcp);
       }
     }
@@ -167,7 +169,7 @@ struct Backward {
 
   void run() {
     recompute_h();
-    barrier_wait(tk.barrier);  // hall complete; gates may now turn into dz
+    barrier_wait(tk.barrier);  // hall complete
     for (int s = 0; s < tk.steps; ++s) {
       const int t = time_of(s), n = alive(t);
       add_dy(t);

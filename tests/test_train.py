@@ -153,3 +153,15 @@ def test_backward_uses_the_weights_of_its_forward(rng):
     m(x, train=True)
     dx2, _ = m.backward(np.ones((4, 2, 5)))
     np.testing.assert_array_equal(dx, dx2)
+
+
+def test_backward_twice_on_one_forward_gives_the_same_bits(rng):
+    """The saved state is read only: backward may run again (autograd's retain_graph, gradcheck)."""
+    m = fastlstm.LSTM(5, 17, 2, bidirectional=True, peephole=True, seed=4)
+    x = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    y, _ = m(x, train=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx1, _ = m.backward(dy)
+    g1 = dict(m.grads)
+    dx2, _ = m.backward(dy)
+    assert np.array_equal(dx1, dx2) and all(np.array_equal(g1[k], m.grads[k]) for k in g1)

@@ -93,6 +93,11 @@ class LSTM:
         self._tape = None
         self.grads: dict[str, np.ndarray] = {}
 
+    def __getstate__(self):  # packed weights and the tape are caches: rebuilt on use after unpickling
+        state = self.__dict__.copy()
+        state.update(_packed=None, _packed_isa=None, _packed_train=None, _tape=None)
+        return state
+
     # -- the torch-like attributes -------------------------------------------------------------------
     input_size = property(lambda self: self.config.input_size)
     hidden_size = property(lambda self: self.config.hidden_size)
@@ -219,27 +224,29 @@ class LSTM:
         train = _bool_arg("train", train)
         x, x3, h0, c0, lengths, unbatched = self._check_input(x, hx, lengths)
         if train:
-            return self._train_forward(x3, h0, c0, lengths, unbatched)
+            self._tape = None  # a failing call must not leave a stale tape behind
+            out, self._tape = self._train_call(x3, h0, c0, lengths, unbatched, dropout=True)
+            return out
         return self._infer(x3, h0, c0, lengths, unbatched)
 
-    def _train_forward(self, x3, h0, c0, lengths, unbatched):
-        """The training forward: keeps, per step, layer and direction, the gates and c ((5H + input width) * B
-        values, H rounded up to the SIMD width) plus the dropout masks; backward recomputes the rest."""
-        self._tape = None  # a failing call must not leave a stale tape behind
+    def _train_call(self, x3, h0, c0, lengths, unbatched, dropout: bool):
+        """The training forward on checked inputs: -> ((y, (h_n, c_n)), tape). The tape keeps, per step, layer
+        and direction, the gates and c ((5H + input width) * B values, H rounded up to the SIMD width) plus the
+        dropout masks; backward recomputes the rest. dropout=False: no dropout (eval mode with gradients)."""
         c = self.config
         if x3.strides[-1] != x3.itemsize:
             x3 = np.ascontiguousarray(x3)
         batch_first = c.batch_first and not unbatched
         T, B = (x3.shape[1], x3.shape[0]) if batch_first else x3.shape[:2]
         masks = None
-        if c.dropout > 0 and c.num_layers > 1:
+        if dropout and c.dropout > 0 and c.num_layers > 1:
             masks = [np.ascontiguousarray(mk) for mk in reference.make_dropout_masks(c, T, B, self.dtype, self._rng)]
         packed = self._engine(training=True)
         y, h_n, c_n, saved = _core.forward_train(packed, x3, h0, c0, lengths, batch_first, masks)
-        self._tape = (packed, saved, masks, unbatched, batch_first, T, B)
+        tape = (packed, saved, masks, unbatched, batch_first, T, B)
         if unbatched:
-            return y[:, 0, :], (h_n[:, 0, :], c_n[:, 0, :])
-        return y, (h_n, c_n)
+            return (y[:, 0, :], (h_n[:, 0, :], c_n[:, 0, :])), tape
+        return (y, (h_n, c_n)), tape
 
     def _infer(self, x3, h0, c0, lengths, unbatched):
         if x3.strides[-1] != x3.itemsize:
@@ -255,7 +262,12 @@ class LSTM:
         names and shapes; written, not accumulated). Deterministic: the same bits on every run."""
         if self._tape is None:
             raise RuntimeError("backward: no train=True call to differentiate (call the module with train=True first)")
-        packed, saved, masks, unbatched, batch_first, T, B = self._tape
+        dx, states, self.grads = self._backward_tape(self._tape, dy, dh_n, dc_n)
+        return dx, states
+
+    def _backward_tape(self, tape, dy, dh_n, dc_n):
+        """-> (dx, (dh0, dc0), grads) of the call that made `tape`."""
+        packed, saved, masks, unbatched, batch_first, T, B = tape
         c = self.config
         DL, width = c.num_directions * c.num_layers, c.num_directions * c.out_size
         y_shape = (T, width) if unbatched else ((B, T, width) if batch_first else (T, B, width))
@@ -273,16 +285,15 @@ class LSTM:
                 a = np.ascontiguousarray(a[:, None, :] if unbatched else a)
             states.append(a)
         dy3 = np.ascontiguousarray(dy[:, None, :] if unbatched else dy)
-        dx, dh0, dc0, grads = _core.backward(packed, saved, dy3, states[0], states[1], batch_first, masks)
-        self.grads = {
-            c.param_name(short, k, d): g[short]
-            for (k, d), g in zip(((k, d) for k in range(c.num_layers) for d in range(c.num_directions)), grads)
-            for short in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "p_i", "p_f", "p_o") if short in g
-        }
-        self.grads = {name: self.grads[name] for name in c.param_shapes()}
+        dx, dh0, dc0, per_layer = _core.backward(packed, saved, dy3, states[0], states[1], batch_first, masks)
+        by_name = {c.param_name(short, k, d): g[short]
+                   for (k, d), g in zip(((k, d) for k in range(c.num_layers) for d in range(c.num_directions)),
+                                        per_layer)
+                   for short in g}
+        grads = {name: by_name[name] for name in c.param_shapes()}
         if unbatched:
-            return dx[:, 0, :], (dh0[:, 0, :], dc0[:, 0, :])
-        return dx, (dh0, dc0)
+            return dx[:, 0, :], (dh0[:, 0, :], dc0[:, 0, :]), grads
+        return dx, (dh0, dc0), grads
 
     def step(self, x_t, hx=None):
         """One time step for streaming: x_t (B, I) or (I,) -> (h, (h_n, c_n)) with h the step's output

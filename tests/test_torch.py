@@ -1,0 +1,185 @@
+"""fastlstm.torch.LSTM against torch.nn.LSTM: outputs and every gradient for every option nn.LSTM has
+(PackedSequence included), gradcheck, an optimizer loop, state_dict and torch.save round trips, DDP."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+
+import numpy as np
+import pytest
+from oracles import require
+
+torch = require("torch")
+from torch.nn.utils.rnn import pack_padded_sequence  # noqa: E402
+
+from fastlstm.torch import LSTM  # noqa: E402
+
+OPTIONS = [
+    dict(),
+    dict(num_layers=2, bidirectional=True),
+    dict(bias=False, batch_first=True),
+    dict(proj_size=3, num_layers=2),
+    dict(num_layers=3, bidirectional=True, proj_size=2, batch_first=True),
+]
+
+
+def _pair(opts, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    ref = torch.nn.LSTM(5, 7, dtype=dtype, **opts)
+    torch.manual_seed(seed)
+    fast = LSTM(5, 7, dtype=dtype, **opts)
+    return ref, fast
+
+
+def _run(model, x, hx, packed_lengths=None):
+    inp = x
+    if packed_lengths is not None:
+        inp = pack_padded_sequence(x, packed_lengths, batch_first=model.batch_first, enforce_sorted=False)
+    y, (h, c) = model(inp, hx)
+    if packed_lengths is not None:
+        assert isinstance(y, torch.nn.utils.rnn.PackedSequence)
+        y = y.data
+    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)).sum() + (h * 0.3).sum() + (c * 0.7).sum()
+    loss.backward()
+    return y, h, c
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("opts", OPTIONS)
+def test_same_numbers_and_gradients_as_nn_lstm(opts, packed):
+    ref, fast = _pair(opts)
+    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), fast.named_parameters()):
+        assert n1 == n2 and torch.equal(p1, p2)  # same names, order and seeded init
+    gen = torch.Generator().manual_seed(1)
+    B, T = 4, 6
+    shape = (B, T, 5) if fast.batch_first else (T, B, 5)
+    D = 2 if fast.bidirectional else 1
+    hout = fast.proj_size or 7
+    x1 = torch.randn(shape, generator=gen, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(D * fast.num_layers, B, hout, generator=gen, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(D * fast.num_layers, B, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 2, 5, 1]) if packed else None
+    x2, h2, c2 = (t.detach().clone().requires_grad_() for t in (x1, h0, c0))
+    out_ref = _run(ref, x1, (h0, c0), lengths)
+    out_fast = _run(fast, x2, (h2, c2), lengths)
+    for a, b in zip(out_ref, out_fast):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    for a, b in ((x1, x2), (h0, h2), (c0, c2)):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12)
+    for (name, p1), (_, p2) in zip(ref.named_parameters(), fast.named_parameters()):
+        torch.testing.assert_close(p2.grad, p1.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_float32_unbatched_and_no_grad():
+    ref, fast = _pair(dict(num_layers=2), dtype=torch.float32)
+    x = torch.randn(6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
+    fast.eval()
+    y, (h, c) = fast(x)
+    assert y.shape == (6, 7) and h.shape == (2, 7)
+
+
+def test_gradcheck():
+    torch.manual_seed(0)
+    m = LSTM(3, 4, 2, bidirectional=True, proj_size=2, dtype=torch.float64, peephole=True)
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)
+
+    def f(x, h0, c0, *params):
+        with torch.no_grad():
+            for p, v in zip(m.parameters(), params):
+                p.copy_(v)
+        y, (h, c) = m(x, (h0, c0))
+        return y, h, c
+
+    assert torch.autograd.gradcheck(lambda x, h0, c0: f(x, h0, c0, *m.parameters()), (x, h0, c0))
+    # The parameters' gradients, through the module's own parameters:
+    y, (h, c) = m(x, (h0, c0))
+    (y.sum() + h.sum()).backward()
+    eps = 1e-6
+    for name, p in m.named_parameters():
+        i = (0,) * p.dim()
+        with torch.no_grad():
+            p[i] += eps
+            up = sum(t.sum() for t in (m(x, (h0, c0))[0], m(x, (h0, c0))[1][0]))
+            p[i] -= 2 * eps
+            down = sum(t.sum() for t in (m(x, (h0, c0))[0], m(x, (h0, c0))[1][0]))
+            p[i] += eps
+        assert abs(float((up - down) / (2 * eps)) - float(p.grad[i])) < 1e-6, name
+
+
+def test_optimizer_loop_matches_nn_lstm():
+    ref, fast = _pair(dict(num_layers=2))
+    opt_r = torch.optim.SGD(ref.parameters(), lr=0.1)
+    opt_f = torch.optim.SGD(fast.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        x = torch.randn(6, 3, 5, generator=gen, dtype=torch.float64)
+        target = torch.randn(6, 3, 7, generator=gen, dtype=torch.float64)
+        for model, opt in ((ref, opt_r), (fast, opt_f)):
+            opt.zero_grad()
+            ((model(x)[0] - target) ** 2).mean().backward()
+            opt.step()
+    for p1, p2 in zip(ref.parameters(), fast.parameters()):
+        torch.testing.assert_close(p2, p1, rtol=1e-9, atol=1e-11)
+
+
+def test_state_dict_round_trips_and_torch_save():
+    ref, fast = _pair(dict(num_layers=2, bidirectional=True), dtype=torch.float32)
+    fast.load_state_dict(ref.state_dict())
+    ref.load_state_dict(fast.state_dict())
+    buf = io.BytesIO()
+    torch.save(fast, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    x = torch.randn(4, 2, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], fast(x)[0], rtol=0, atol=0)
+    buf = io.BytesIO()
+    torch.save(fast.state_dict(), buf)
+    buf.seek(0)
+    again = LSTM(5, 7, 2, bidirectional=True)
+    again.load_state_dict(torch.load(buf))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x)[0], ref(x)[0], rtol=1e-5, atol=1e-6)
+
+
+def _ddp_worker(rank, world, port, kind, out_dir):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    cls = torch.nn.LSTM if kind == "nn" else LSTM
+    model = torch.nn.parallel.DistributedDataParallel(cls(5, 7, 2, dtype=torch.float64))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(100 + rank)
+    for _ in range(3):
+        x = torch.randn(6, 3, 5, generator=gen, dtype=torch.float64)
+        opt.zero_grad()
+        (model(x)[0] ** 2).mean().backward()
+        opt.step()
+    if rank == 0:
+        torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}.pt"))
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_data_parallel_matches_nn_lstm(tmp_path):
+    import torch.multiprocessing as mp
+
+    for kind in ("nn", "fast"):
+        mp.spawn(_ddp_worker, args=(2, _free_port(), kind, str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "nn.pt")
+    b = torch.load(tmp_path / "fast.pt")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-9, atol=1e-11, msg=name)

@@ -183,3 +183,16 @@ def test_distributed_data_parallel_matches_nn_lstm(tmp_path):
     b = torch.load(tmp_path / "fast.pt")
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-9, atol=1e-11, msg=name)
+
+
+def test_dropout_follows_torch_manual_seed():
+    x = torch.randn(5, 2, 5)
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = LSTM(5, 7, 3, dropout=0.5)
+        outs.append(m(x)[0])
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    m.eval()
+    with torch.no_grad():
+        assert not torch.equal(m(x)[0], outs[1])  # eval mode: no dropout

@@ -6,8 +6,9 @@
 Same constructor, attributes, parameter names and order (so torch.manual_seed gives the same initial weights
 as nn.LSTM), state_dict, forward(input, hx=None) with tensors or a PackedSequence, the same outputs, and
 gradients through a torch.autograd.Function that calls fastlstm's forward and backward. What differs:
-`peephole=True` adds peephole_{i,f,o}_l{k}{sfx} parameters; dropout masks are drawn from fastlstm's own
-generator (not torch's RNG); CPU tensors only until the CUDA engine lands.
+`peephole=True` adds peephole_{i,f,o}_l{k}{sfx} parameters; dropout masks are drawn by NumPy from a seed taken
+from torch's generator (torch.manual_seed reproduces them, but they are not nn.LSTM's masks); CPU tensors only
+until the CUDA engine lands.
 """
 
 from __future__ import annotations
@@ -33,11 +34,14 @@ class _Function(torch.autograd.Function):
     @staticmethod
     def forward(ctx, owner, x, h0, c0, lengths, dropout, *params):
         core = owner._core_for(params)
+        if dropout is not None:  # masks follow torch's generator, so torch.manual_seed reproduces them
+            core._rng = np.random.default_rng(dropout)
         x_np = x.detach().numpy()
         state = (h0.detach().numpy(), c0.detach().numpy())
         x_np, x3, h0_np, c0_np, lengths, unbatched = core._check_input(x_np, state, lengths)
         if any(ctx.needs_input_grad):
-            (y, (h_n, c_n)), ctx.tape = core._train_call(x3, h0_np, c0_np, lengths, unbatched, dropout=dropout)
+            (y, (h_n, c_n)), ctx.tape = core._train_call(x3, h0_np, c0_np, lengths, unbatched,
+                                                          dropout=dropout is not None)
             ctx.core = core
         else:
             y, (h_n, c_n) = core._infer(x3, h0_np, c0_np, lengths, unbatched)
@@ -151,7 +155,10 @@ class LSTM(nn.Module):
             shape_c = (DL, c.hidden_size) if unbatched else (DL, B, c.hidden_size)
             hx = (x.new_zeros(shape_h), x.new_zeros(shape_c))
         h0, c0 = (t.to(params[0].dtype) for t in hx)
-        y, h_n, c_n = _Function.apply(self, x, h0, c0, lengths, self.training, *params)
+        dropout_seed = None  # None: no dropout (eval mode, or nothing to drop)
+        if self.training and self.dropout > 0 and self.num_layers > 1:
+            dropout_seed = int(torch.randint(0, 2**62, (1,)).item())
+        y, h_n, c_n = _Function.apply(self, x, h0, c0, lengths, dropout_seed, *params)
         if packed:
             # The same packed layout as the input: time-major, sorted rows alive at each step.
             if self.batch_first:

@@ -60,8 +60,9 @@ const void* checked(const py::handle& obj, const std::string& name, cpu::DType d
   return a.data();
 }
 
-// Element strides of a 3-D array whose last axis is contiguous.
+// Element stride of one axis (an axis of length 1 has no meaningful stride: numpy may report any).
 std::int64_t elem_stride(const py::array& a, int axis, const std::string& name) {
+  if (a.shape(axis) <= 1) return 0;
   const py::ssize_t s = a.strides(axis), item = a.itemsize();
   if (s % item != 0) value_error(name + ": strides must be multiples of the item size");
   return s / item;
@@ -138,7 +139,7 @@ ForwardIo forward_io(const Packed& packed, const py::array& x, const py::object&
   if (!x.dtype().is(np_dtype(m.dtype))) type_error("x: expected dtype " + std::string(py::str(np_dtype(m.dtype))));
   if (x.ndim() != 3) value_error("x: expected 3 dimensions");
   if (x.shape(2) != s.input_size) value_error("x: expected input size " + std::to_string(s.input_size));
-  if (x.strides(2) != x.itemsize()) value_error("x: the last axis must be contiguous");
+  if (x.shape(2) > 1 && x.strides(2) != x.itemsize()) value_error("x: the last axis must be contiguous");
   const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
   if (x.shape(ta) > INT32_MAX || x.shape(ba) > INT32_MAX) value_error("x: T and B must be < 2^31");
   ForwardIo io;

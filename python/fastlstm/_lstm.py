@@ -229,6 +229,19 @@ class LSTM:
             return out
         return self._infer(x3, h0, c0, lengths, unbatched)
 
+    def _call_bytes(self, T: int, B: int, train: bool) -> int:
+        """What a call allocates besides the packed weights: outputs, and for training the saved state
+        and backward's workspace (an upper bound)."""
+        c, item = self.config, self.dtype.itemsize
+        D, L, H, width = c.num_directions, c.num_layers, c.hidden_size, c.num_directions * c.out_size
+        n = T * B * width + 2 * D * L * B * H
+        if train:
+            inputs = sum(c.layer_input_size(k) for k in range(L))
+            n += T * B * (inputs + L * D * 5 * (H + 16)) + T * B * D * (6 * (H + 16) + 2 * width)
+        elif L > 1:
+            n += 2 * T * B * width
+        return n * item
+
     def _train_call(self, x3, h0, c0, lengths, unbatched, dropout: bool):
         """The training forward on checked inputs: -> ((y, (h_n, c_n)), tape). The tape keeps, per step, layer
         and direction, the gates and c ((5H + input width) * B values, H rounded up to the SIMD width) plus the
@@ -238,6 +251,7 @@ class LSTM:
             x3 = np.ascontiguousarray(x3)
         batch_first = c.batch_first and not unbatched
         T, B = (x3.shape[1], x3.shape[0]) if batch_first else x3.shape[:2]
+        _runtime.check_memory(self._call_bytes(T, B, True), "x")
         masks = None
         if dropout and c.dropout > 0 and c.num_layers > 1:
             masks = [np.ascontiguousarray(mk) for mk in reference.make_dropout_masks(c, T, B, self.dtype, self._rng)]
@@ -252,6 +266,8 @@ class LSTM:
         if x3.strides[-1] != x3.itemsize:
             x3 = np.ascontiguousarray(x3)
         batch_first = self.config.batch_first and not unbatched
+        T, B = (x3.shape[1], x3.shape[0]) if batch_first else x3.shape[:2]
+        _runtime.check_memory(self._call_bytes(T, B, False), "x")
         y, h_n, c_n = _core.forward(self._engine(), x3, h0, c0, lengths, batch_first)
         if unbatched:
             return y[:, 0, :], (h_n[:, 0, :], c_n[:, 0, :])

@@ -85,3 +85,21 @@ def parse_device(device) -> str:
         raise RuntimeError(f"device={device!r}: no such CUDA device ({len(devices)} visible)")
     raise RuntimeError(f"device={device!r}: the CUDA sequence engine is not available yet in this version "
                        "(only the fused cell kernel is; see the README's feature list)")
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel says can still be had (MemAvailable + SwapFree), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemAvailable"] + info.get("SwapFree", 0)
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """MemoryError before an allocation the machine cannot back: overcommitted memory would otherwise be
+    promised now and the process killed later, when the engine first touches it."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(f"{what}: needs {nbytes / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available")

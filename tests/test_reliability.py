@@ -177,3 +177,38 @@ def test_calls_larger_than_the_machine_are_refused_up_front():
         m(x)
     with pytest.raises(MemoryError, match="GiB"):
         m(x, train=True)
+
+
+def test_training_in_one_thread_while_others_infer(threads):
+    import threading
+
+    rng = np.random.default_rng(5)
+    shared = fastlstm.LSTM(8, 16, 2, bidirectional=True, seed=1)
+    trainer = fastlstm.LSTM(8, 16, 2, seed=2)
+    xs = [rng.standard_normal((12, 3, 8)).astype(np.float32) for _ in range(6)]
+    expect = [shared(x)[0] for x in xs]
+    trainer(xs[0], train=True)
+    dx_expect, _ = trainer.backward(np.ones((12, 3, 16), np.float32))
+    g_expect = dict(trainer.grads)
+    failures = []
+
+    def infer(i):
+        for _ in range(20):
+            if not np.array_equal(shared(xs[i])[0], expect[i]):
+                failures.append(("infer", i))
+
+    def train():
+        for n in range(20):
+            fastlstm.set_num_threads(1 + n % 2)
+            trainer(xs[0], train=True)
+            dx, _ = trainer.backward(np.ones((12, 3, 16), np.float32))
+            if not (np.array_equal(dx, dx_expect) and all(np.array_equal(trainer.grads[k], g_expect[k]) for k in g_expect)):
+                failures.append(("train", n))
+
+    ts = [threading.Thread(target=infer, args=(i,)) for i in range(6)] + [threading.Thread(target=train)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=300)
+    assert not any(t.is_alive() for t in ts), "deadlock"
+    assert failures == []

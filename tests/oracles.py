@@ -21,4 +21,4 @@ def require(modname: str):
         if os.environ.get("FASTLSTM_REQUIRE_ORACLES") == "1":
             pytest.fail(f"{reason}; FASTLSTM_REQUIRE_ORACLES=1 requires it: pip install {modname}",
                         pytrace=False)
-        pytest.skip(reason)
+        pytest.skip(reason, allow_module_level=True)

@@ -124,6 +124,31 @@ inline void tile(int K, const typename V::T* const* a, const typename V::T* cons
   }
 }
 
+// For column blocks b in [b0, b1): acc = sum_k a[r][k] * panel_b[k][0 .. N) with panel_b = panels + b * panel_elems
+// ([K][N] each), then emit(r, b, acc) for each of the MR rows. Four blocks share a tile where they can, so a
+// tile keeps 4 * MR independent FMA chains in flight. The single-vector GEMM of projections and of backward.
+template <class V, int MR, class Emit>
+inline void panel_products(int K, const typename V::T* const* a, const typename V::T* panels, std::int64_t panel_elems,
+                           int b0, int b1, Emit emit) {
+  using R = typename V::R;
+  int b = b0;
+  auto run = [&](auto nblk) {
+    constexpr int NB = decltype(nblk)::value;
+    R acc[MR][NB];
+    const typename V::T* w[NB];
+    for (int j = 0; j < NB; ++j) {
+      w[j] = panels + static_cast<std::int64_t>(b + j) * panel_elems;
+      for (int r = 0; r < MR; ++r) acc[r][j] = V::zero();
+    }
+    tile<V, MR, NB, 1>(K, a, w, acc);
+    for (int j = 0; j < NB; ++j)
+      for (int r = 0; r < MR; ++r) emit(r, b + j, acc[r][j]);
+    b += NB;
+  };
+  while (b + 4 <= b1) run(IntC<4>{});
+  while (b < b1) run(IntC<1>{});
+}
+
 // Copies the first `count` (<= N) lanes of v to dst.
 template <class V>
 inline void store_partial(typename V::T* dst, typename V::R v, int count) {
@@ -308,17 +333,12 @@ struct Direction {
   void proj_rows(int r0, int t, T* hnext) {
     const T* a[MR];
     for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.hpre) + (r0 + r) * tk.c_ld;
-    for (int pb = pb_begin; pb < pb_end; ++pb) {
-      R acc[MR][1];
-      for (int r = 0; r < MR; ++r) acc[r][0] = V::zero();
-      const T* w[1] = {static_cast<const T*>(tk.w_hr) + static_cast<std::int64_t>(pb) * tk.H * N};
-      tile<V, MR, 1, 1>(tk.H, a, w, acc);
-      const int p0 = pb * N, count = tk.P - p0 < N ? tk.P - p0 : N;
-      for (int r = 0; r < MR; ++r) {
-        V::store(hnext + (r0 + r) * tk.h_ld + p0, acc[r][0]);
-        store_partial<V>(y_row(t, r0 + r) + p0, masked(acc[r][0], t, r0 + r, p0), count);
-      }
-    }
+    panel_products<V, MR>(tk.H, a, static_cast<const T*>(tk.w_hr), static_cast<std::int64_t>(tk.H) * N, pb_begin,
+                          pb_end, [&](int r, int pb, R v) {
+                            const int p0 = pb * N, count = tk.P - p0 < N ? tk.P - p0 : N;
+                            V::store(hnext + (r0 + r) * tk.h_ld + p0, v);
+                            store_partial<V>(y_row(t, r0 + r) + p0, masked(v, t, r0 + r, p0), count);
+                          });
   }
 
   void run() {

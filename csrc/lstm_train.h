@@ -62,13 +62,9 @@ struct Backward {
   void project_rows(int t, int r0) {
     const T* a[MR];
     for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.hpre_all) + row(t, r0 + r) * tk.c_ld;
-    for (int pb = ob_begin; pb < ob_end; ++pb) {
-      R acc[MR][1];
-      for (int r = 0; r < MR; ++r) acc[r][0] = V::zero();
-      const T* w[1] = {static_cast<const T*>(tk.w_hr) + static_cast<std::int64_t>(pb) * tk.H * N};
-      tile<V, MR, 1, 1>(tk.H, a, w, acc);
-      for (int r = 0; r < MR; ++r) V::store(static_cast<T*>(tk.hall) + row(t, r0 + r) * tk.h_ld + pb * N, acc[r][0]);
-    }
+    T* hall = static_cast<T*>(tk.hall);
+    panel_products<V, MR>(tk.H, a, static_cast<const T*>(tk.w_hr), static_cast<std::int64_t>(tk.H) * N, ob_begin,
+                          ob_end, [&](int r, int pb, R v) { V::store(hall + row(t, r0 + r) * tk.h_ld + pb * N, v); });
   }
 
   // dh(r) += dy(t, r) on my columns for the rows alive at t: the gradient reaching h_t in full.
@@ -92,13 +88,9 @@ struct Backward {
   void dpre_rows(int r0) {
     const T* a[MR];
     for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.dh) + (r0 + r) * tk.h_ld;
-    for (int nb = nb_begin; nb < nb_end; ++nb) {
-      R acc[MR][1];
-      for (int r = 0; r < MR; ++r) acc[r][0] = V::zero();
-      const T* w[1] = {static_cast<const T*>(tk.w_hr_t) + static_cast<std::int64_t>(nb) * tk.P * N};
-      tile<V, MR, 1, 1>(tk.P, a, w, acc);
-      for (int r = 0; r < MR; ++r) V::store(static_cast<T*>(tk.dpre) + (r0 + r) * tk.c_ld + nb * N, acc[r][0]);
-    }
+    T* dpre = static_cast<T*>(tk.dpre);
+    panel_products<V, MR>(tk.P, a, static_cast<const T*>(tk.w_hr_t), static_cast<std::int64_t>(tk.P) * N, nb_begin,
+                          nb_end, [&](int r, int nb, R v) { V::store(dpre + (r0 + r) * tk.c_ld + nb * N, v); });
   }
 
   // The cell's backward on my units: gates -> dz, dc carried to c_{t-1}.
@@ -143,21 +135,9 @@ struct Backward {
     const T* a[MR];
     for (int r = 0; r < MR; ++r) a[r] = dz_row(t, r0 + r);
     const std::int64_t K = 4 * tk.c_ld;
-    int ob = ob_begin;
-    for (; ob + 4 <= ob_end; ob += 4) dh_tile<MR, 4>(a, ob, K, r0);  // 4 column blocks: 4*MR chains
-    for (; ob < ob_end; ++ob) dh_tile<MR, 1>(a, ob, K, r0);
-  }
-  template <int MR, int NBLK>
-  void dh_tile(const T* const* a, int ob, std::int64_t K, int r0) {
-    R acc[MR][NBLK];
-    const T* w[NBLK];
-    for (int b = 0; b < NBLK; ++b) {
-      w[b] = static_cast<const T*>(tk.w_hh_t) + static_cast<std::int64_t>(ob + b) * K * N;
-      for (int r = 0; r < MR; ++r) acc[r][b] = V::zero();
-    }
-    tile<V, MR, NBLK, 1>(static_cast<int>(K), a, w, acc);
-    for (int b = 0; b < NBLK; ++b)
-      for (int r = 0; r < MR; ++r) V::store(static_cast<T*>(tk.dh) + (r0 + r) * tk.h_ld + (ob + b) * N, acc[r][b]);
+    T* dh = static_cast<T*>(tk.dh);
+    panel_products<V, MR>(static_cast<int>(K), a, static_cast<const T*>(tk.w_hh_t), K * N, ob_begin, ob_end,
+                          [&](int r, int ob, R v) { V::store(dh + (r0 + r) * tk.h_ld + ob * N, v); });
   }
 
   template <class F>

@@ -1,0 +1,35 @@
+"""The command line: ``python -m fastlstm bench [options]`` runs the benchmark (fastlstm._bench),
+``python -m fastlstm info`` prints the backends."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+USAGE = """usage: python -m fastlstm COMMAND [args]
+commands:
+  bench [options]   time fastlstm against torch, onnxruntime and the NumPy reference (bench --help)
+  info              print fastlstm.backends()"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command == "bench":
+        from . import _bench  # imports the optional baselines; only the bench command pays for it
+
+        return _bench.main(rest)
+    if command == "info":
+        import fastlstm
+
+        print(json.dumps(fastlstm.backends(), indent=2))
+        return 0
+    if command in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    print(USAGE if command is None else f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

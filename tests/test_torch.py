@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import socket
@@ -165,6 +166,12 @@ def _ddp_worker(rank, world, port, kind, out_dir):
         opt.step()
     if rank == 0:
         torch.save(model.module.state_dict(), os.path.join(out_dir, f"{kind}.pt"))
+    # Tear down before the interpreter does: a gloo worker thread that drops its last AsyncWork during
+    # Py_Finalize needs the GIL for a Python object in the work's saved thread-local state and aborts the
+    # process (a torch race at exit, seen with custom autograd Functions; nn.LSTM's work holds none).
+    dist.barrier()
+    del model, opt
+    gc.collect()
     dist.destroy_process_group()
 
 

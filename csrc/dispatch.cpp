@@ -237,6 +237,16 @@ class Workspace {
   AlignedBuffer own_;
 };
 
+// The floating-point operations of a forward pass over `rows` (time, batch) rows: what decides how long a
+// call may wait for its thread team to gather.
+double call_flops(const ModelShape& s, double rows) {
+  double per_row = 0;
+  for (int k = 0; k < s.num_layers; ++k)
+    per_row += 8.0 * s.hidden_size * (s.layer_input(k) + s.out_size()) + 2.0 * s.hidden_size * s.proj_size;
+  return per_row * s.directions() * rows;
+}
+double sum_lengths(const std::int64_t* lengths, int B) { return std::accumulate(lengths, lengths + B, 0.0); }
+
 // ---- one call --------------------------------------------------------------------------------------
 template <class T>
 struct Call {
@@ -483,8 +493,8 @@ struct Call {
   }
 
   void run(int requested_threads) {
-    TeamLease lease(std::min(requested_threads, 64));
-    setup(lease.size());
+    TeamLease lease(requested_threads);
+    setup(lease.form(call_flops(m.shape, a.lengths ? sum_lengths(a.lengths, B) : static_cast<double>(T_) * B)));
     lease.run(&Call::team_main, this);
     store_final_state();
   }
@@ -610,8 +620,9 @@ struct BackCall {
   }
 
   void run(int requested) {
-    TeamLease lease(std::min(requested, 64));
-    const int n = lease.size();
+    TeamLease lease(requested);
+    const int n = lease.form(2 * call_flops(st.shape, st.lengths.empty() ? static_cast<double>(st.T) * B
+                                                                         : sum_lengths(st.lengths.data(), B)));
     groups = (D == 2 && n >= 2) ? 2 : 1;
     team_barrier.reset(n);
     group_barrier[0].reset(groups == 2 ? n / 2 : n);
@@ -828,7 +839,7 @@ double fma_peak_gflops(Isa isa, int num_threads, double seconds) {
       p->flops[tid] = p->kt->fma_probe(p->iterations);
     }
   } probe{&table_for(isa), 1 << 20, {}};
-  TeamLease lease(std::min(std::max(num_threads, 1), 64));
+  TeamLease lease(num_threads);
   lease.run(&Probe::member, &probe);  // warm-up, and a first estimate of the rate
   for (;;) {
     const auto t0 = std::chrono::steady_clock::now();

@@ -22,15 +22,22 @@ class Barrier {
 
 using TeamFn = void (*)(void* ctx, int tid, int nthreads);
 
-// Holds the process's pool for one call. The team size is what was asked, capped at the hardware's
-// threads, and 1 when another call holds the pool (concurrent calls then run on their own thread,
-// with the same results: the engine's output does not depend on the team size).
+// Holds the process's pool for one call (a concurrent call that finds it held runs on its own thread:
+// the engine's output does not depend on the team size).
+//
+// The team is formed, not assumed: form() wakes up to requested-1 workers and takes those that join
+// within a wait scaled to the call's work. A small call (a streaming step) does not wait for a worker that
+// is asleep or has lost its core to another process: it runs with fewer threads instead of stalling on
+// one. A large call waits long enough for a sleeping worker to wake. Once formed, the size is fixed for
+// every run() of the lease.
 class TeamLease {
  public:
-  explicit TeamLease(int requested);
+  explicit TeamLease(int requested);  // at most the hardware's threads
   ~TeamLease();
   TeamLease(const TeamLease&) = delete;
   TeamLease& operator=(const TeamLease&) = delete;
+  // Forms the team for a call of about `work_flops` floating-point operations; returns its size (>= 1).
+  int form(double work_flops);
   int size() const { return size_; }
   // Runs fn(ctx, tid, size()) for every tid; returns when all have returned. fn must not throw.
   void run(TeamFn fn, void* ctx);
@@ -38,6 +45,8 @@ class TeamLease {
  private:
   int size_ = 1;
   bool holds_pool_ = false;
+  bool formed_ = false;
+  bool joined_waiting_ = false;  // workers that joined at form() wait for the first run()
 };
 
 int hardware_threads();

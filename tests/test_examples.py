@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-
-from oracles import require
 
 from fastlstm.examples import _common, adding, latching, seq2seq, streaming
+from oracles import require
 
 require("matplotlib")  # the PNGs are part of what is checked (a test extra: CI must not skip these)
 

@@ -3,14 +3,17 @@ the documented error, and never changes the parameters), resource limits and ext
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tolerance import assert_close_to_reference
 
 import fastlstm
 from fastlstm import reference
+from tolerance import assert_close_to_reference
 
 FUZZ_CASES = 2000
 MUTATIONS = [None, None, None, "input_size", "T0", "B0", "int_x", "hx_shape", "hx_type", "lengths_range",
@@ -212,3 +215,65 @@ def test_training_in_one_thread_while_others_infer(threads):
         t.join(timeout=300)
     assert not any(t.is_alive() for t in ts), "deadlock"
     assert failures == []
+
+
+def test_results_do_not_depend_on_which_workers_join():
+    """The team is formed per call: a short call does not wait for a sleeping worker, a long one does.
+    Calls spaced so that the workers are found spinning, asleep or just woken give the one-thread results."""
+
+    rng = np.random.default_rng(8)
+    m = fastlstm.LSTM(24, 40, 2, bidirectional=True, seed=4)
+    s = fastlstm.LSTM(24, 40, seed=5)
+    xs = [rng.standard_normal((t, 3, 24)).astype(np.float32) for t in (1, 2, 40)]
+    frames = rng.standard_normal((60, 24)).astype(np.float32)
+    old = fastlstm.get_num_threads()
+    try:
+        fastlstm.set_num_threads(1)
+        expect = [m(x) for x in xs]
+        state, expect_steps = None, []
+        for f in frames:
+            out, state = s.step(f, state)
+            expect_steps.append(out)
+        fastlstm.set_num_threads(max(2, old))
+        for gap in (0.0, 5e-5, 3e-4, 2e-3):
+            for x, (y, (h, c)) in zip(xs, expect, strict=True):
+                time.sleep(gap)
+                y2, (h2, c2) = m(x)
+                assert np.array_equal(y2, y) and np.array_equal(h2, h) and np.array_equal(c2, c)
+            state = None
+            for i, f in enumerate(frames):
+                if i % 7 == 0:
+                    time.sleep(gap)
+                out, state = s.step(f, state)
+                assert np.array_equal(out, expect_steps[i])
+    finally:
+        fastlstm.set_num_threads(old)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX")
+def test_a_forked_child_runs_on_a_pool_of_its_own():
+    """multiprocessing's fork start method (torch DataLoader workers): the child inherits the pool's state
+    but none of its threads; calls there must run (not wait forever for workers that do not exist)."""
+    m = fastlstm.LSTM(16, 64, 2, seed=6)  # a call long enough to wait for its team
+    x = np.random.default_rng(9).standard_normal((200, 8, 16)).astype(np.float32)
+    old = fastlstm.get_num_threads()
+    fastlstm.set_num_threads(2)
+    try:
+        y = m(x)[0]  # the parent's workers exist and have run
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if both calls give the parent's result
+            ok = np.array_equal(m(x)[0], y) and np.array_equal(m(x)[0], y)
+            os._exit(0 if ok else 1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        fastlstm.set_num_threads(old)

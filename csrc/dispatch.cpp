@@ -820,6 +820,30 @@ struct BackCall {
     }
   }
 
+  // dst[gate * H + j][c] = src[c][packed row of (gate, j)] for c < width: a packed, transposed weight
+  // gradient [width][4 * c_ld] back to torch's (4H, width). Source rows are 4 * c_ld apart (a power of two
+  // times 16 bytes: straight column reads would fight over a few cache sets), so it goes through tiles of
+  // one unit block by 64 columns, read and written a cache line at a time.
+  void unpack_transposed(const T* src, int width, T* dst) const {
+    constexpr int kCols = 64;
+    const int U = m.units;
+    T tile[kCols][64];  // [column][unit]; U <= 64
+    for (int gate = 0; gate < 4; ++gate) {
+      for (int j0 = 0; j0 < H; j0 += U) {
+        const int count = std::min(U, H - j0);
+        const T* s = src + static_cast<std::int64_t>((j0 / U) * 4 + gate) * U;
+        for (int c0 = 0; c0 < width; c0 += kCols) {
+          const int cw = std::min(kCols, width - c0);
+          for (int c = 0; c < cw; ++c) std::memcpy(tile[c], s + static_cast<std::int64_t>(c0 + c) * 4 * c_ld, sizeof(T) * count);
+          for (int u = 0; u < count; ++u) {
+            T* row = dst + static_cast<std::int64_t>(gate * H + j0 + u) * width + c0;
+            for (int c = 0; c < cw; ++c) row[c] = tile[c][u];
+          }
+        }
+      }
+    }
+  }
+
   // dh0, dc0 to the user's rows; the packed, transposed gradients to the user's layouts.
   void unpack(int k, int d, const T* dh, const T* dc, const GradTask& g) {
     const int ld = k * D + d, U = m.units, width = st.shape.layer_input(k);
@@ -832,14 +856,11 @@ struct BackCall {
     const T* gw_ih = static_cast<const T*>(g.gw_ih_t);
     const T* gw_hh = static_cast<const T*>(g.gw_hh_t);
     const T* gb = static_cast<const T*>(g.gb);
-    auto packed_row = [&](int gate, int j) { return static_cast<std::int64_t>((j / U) * 4 + gate) * U + j % U; };
+    unpack_transposed(gw_ih, width, static_cast<T*>(out.w_ih));
+    unpack_transposed(gw_hh, Hout, static_cast<T*>(out.w_hh));
     for (int gate = 0; gate < 4; ++gate) {
       for (int j = 0; j < H; ++j) {
-        const std::int64_t pr = packed_row(gate, j), ur = gate * H + j;
-        T* wi = static_cast<T*>(out.w_ih) + ur * width;
-        for (int c = 0; c < width; ++c) wi[c] = gw_ih[c * 4 * c_ld + pr];
-        T* wh = static_cast<T*>(out.w_hh) + ur * Hout;
-        for (int c = 0; c < Hout; ++c) wh[c] = gw_hh[c * 4 * c_ld + pr];
+        const std::int64_t pr = static_cast<std::int64_t>((j / U) * 4 + gate) * U + j % U, ur = gate * H + j;
         if (out.b_ih) static_cast<T*>(out.b_ih)[ur] = gb[pr];
         if (out.b_hh) static_cast<T*>(out.b_hh)[ur] = gb[pr];
       }

@@ -247,7 +247,10 @@ struct Grads {
         transpose(tk.hprev_rows, m0, mc, hout, ht);
       }
       for (int nb = nb_begin; nb < nb_end; ++nb) {
-        for (int m = 0; m < mc; ++m) std::memcpy(dzp + m * G4, static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4, sizeof(T) * G4);
+        for (int m = 0; m < mc; ++m) {
+          const T* src = static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4;
+          for (int g = 0; g < 4; ++g) V::store(dzp + m * G4 + g * N, V::load(src + g * N));
+        }
         all_cols(tk.I, mc, xt, dzp, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
         all_cols(hout, mc, ht, dzp, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
       }

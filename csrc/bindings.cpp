@@ -391,6 +391,12 @@ PYBIND11_MODULE(_core, m) {
     return cpu::fma_peak_gflops(which, threads, seconds);
   }, py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.2,
      "Measured float32 FMA throughput (GFLOP/s) of a kernel family on `threads` threads.");
+  m.def("read_bandwidth_gbs", [](const std::string& isa, int threads, std::size_t bytes_per_thread, double seconds) {
+    const cpu::Isa which = isa_of(isa);
+    py::gil_scoped_release release;
+    return cpu::read_bandwidth_gbs(which, threads, bytes_per_thread, seconds);
+  }, py::arg("isa"), py::arg("threads"), py::arg("bytes_per_thread"), py::arg("seconds") = 0.2,
+     "Measured read bandwidth (GB/s, all threads) of vector loads sweeping bytes_per_thread on each thread.");
   m.def("get_num_threads", &cpu::default_num_threads);
   m.def("set_num_threads", &cpu::set_default_num_threads, py::arg("n"));
 }

@@ -928,6 +928,44 @@ double fma_peak_gflops(Isa isa, int num_threads, double seconds) {
   }
 }
 
+double read_bandwidth_gbs(Isa isa, int num_threads, std::size_t bytes_per_thread, double seconds) {
+  require(isa_supported(isa), std::string("isa: ") + isa_name(isa) + " is not supported on this CPU");
+  require(bytes_per_thread >= 4096 && bytes_per_thread <= (std::size_t(1) << 32),
+          "bytes_per_thread: expected 4 KiB .. 4 GiB");
+  TeamLease lease(num_threads);
+  const int n = lease.size();
+  std::vector<AlignedBuffer> bufs;
+  for (int i = 0; i < n; ++i) bufs.emplace_back(bytes_per_thread, /*zero=*/false);
+  struct Probe {
+    const KernelTable* kt;
+    std::vector<AlignedBuffer>* bufs;
+    long passes;
+    double bytes[64];
+    static void member(void* ctx, int tid, int) {
+      auto* p = static_cast<Probe*>(ctx);
+      const AlignedBuffer& b = (*p->bufs)[tid];
+      p->bytes[tid] = p->kt->read_probe(b.data(), b.size(), p->passes);
+    }
+    static void touch(void* ctx, int tid, int) {  // each thread's buffer first written by that thread
+      auto* p = static_cast<Probe*>(ctx);
+      std::memset((*p->bufs)[tid].data(), 1, (*p->bufs)[tid].size());
+    }
+  } probe{&table_for(isa), &bufs, std::max(1L, static_cast<long>((std::size_t(8) << 20) / bytes_per_thread)), {}};
+  lease.run(&Probe::touch, &probe);
+  lease.run(&Probe::member, &probe);  // warm-up: the buffer in the cache level it fits
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    lease.run(&Probe::member, &probe);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt >= seconds || probe.passes > (1L << 40)) {
+      double total = 0;
+      for (int i = 0; i < lease.size(); ++i) total += probe.bytes[i];
+      return total / dt / 1e9;
+    }
+    probe.passes *= 2;
+  }
+}
+
 int default_num_threads() {
   const int n = g_default_threads.load();
   return n > 0 ? n : env_threads();

@@ -116,6 +116,7 @@ struct KernelTable {
   void (*run_direction[2])(const DirTask& task, int tid, int nthreads, void* workspace);
   void (*activation[2])(int which, const void* in, void* out, std::size_t n);
   double (*fma_probe)(long iterations);  // float32 FLOPs of a register-only FMA loop
+  double (*read_probe)(const void* buf, std::size_t bytes, long passes);  // bytes read by repeated sweeps
   // Training: thread `tid` of `nthreads` (the group for run_backward, the team for the others).
   void (*run_backward[2])(const BackTask& task, int tid, int nthreads);
   void (*run_grads[2])(const GradTask& task, int tid, int nthreads);

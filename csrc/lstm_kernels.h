@@ -149,6 +149,16 @@ inline void panel_products(int K, const typename V::T* const* a, const typename 
   while (b < b1) run(IntC<1>{});
 }
 
+// The first `count` (<= N) elements at src in a vector, lanes past them zero. (A full vector is one load:
+// a variable-size memcpy is a libc call, ~30 ns, on paths run once per row and block.)
+template <class V>
+inline typename V::R load_partial(const typename V::T* src, int count) {
+  if (count == V::N) return V::load(src);
+  typename V::T buf[V::N] = {};
+  std::memcpy(buf, src, static_cast<std::size_t>(count) * sizeof(typename V::T));
+  return V::load(buf);
+}
+
 // Copies the first `count` (<= N) lanes of v to dst.
 template <class V>
 inline void store_partial(typename V::T* dst, typename V::R v, int count) {
@@ -202,10 +212,7 @@ struct Direction {
     if (!tk.mask) return h;
     const std::int64_t mrow = tk.m_rows ? tk.m_rows[r] : r;
     const T* m = static_cast<const T*>(tk.mask) + t * tk.m_st + mrow * tk.m_sb + col;
-    T buf[N] = {};
-    const int count = hout - col < N ? hout - col : N;
-    std::memcpy(buf, m, static_cast<std::size_t>(count) * sizeof(T));
-    return V::mul(h, V::load(buf));
+    return V::mul(h, load_partial<V>(m, hout - col < N ? hout - col : N));
   }
   const T* w_ih_panel(int nb) const { return static_cast<const T*>(tk.w_ih) + static_cast<std::int64_t>(nb) * tk.I * G4; }
   const T* w_hh_panel(int nb) const { return static_cast<const T*>(tk.w_hh) + static_cast<std::int64_t>(nb) * hout * G4; }
@@ -392,4 +399,29 @@ double fma_probe_impl(long iterations) {
   volatile typename V::T keep = sink[0];  // the loop must not be optimised away
   (void)keep;
   return 2.0 * 12 * V::N * static_cast<double>(iterations);
+}
+
+// Read-bandwidth probe for the benchmark's B = 1 bound: `passes` sweeps over `bytes` at buf (64-byte aligned,
+// a multiple of 8 vectors) with eight independent vector sums, the access pattern of streaming W_hh.
+// Returns the bytes read.
+template <class V>
+double read_probe_impl(const void* buf, std::size_t bytes, long passes) {
+  using R = typename V::R;
+  using T = typename V::T;
+  const T* p = static_cast<const T*>(buf);
+  const std::size_t n = bytes / sizeof(T) / (8 * V::N) * (8 * V::N);
+  R acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = V::zero();
+  for (long it = 0; it < passes; ++it) {
+    for (std::size_t i = 0; i < n; i += 8 * V::N) {
+#pragma GCC unroll 8
+      for (int j = 0; j < 8; ++j) acc[j] = V::add(acc[j], V::load(p + i + j * V::N));
+    }
+  }
+  for (int j = 1; j < 8; ++j) acc[0] = V::add(acc[0], acc[j]);
+  T sink[V::N];
+  V::store(sink, acc[0]);
+  volatile T keep = sink[0];
+  (void)keep;
+  return static_cast<double>(n) * sizeof(T) * static_cast<double>(passes);
 }

@@ -78,6 +78,7 @@ const KernelTable& kernels_avx2() {
       {avx2::run_direction_impl<avx2::VecF>, avx2::run_direction_impl<avx2::VecD>},
       {avx2::activation_impl<avx2::VecF>, avx2::activation_impl<avx2::VecD>},
       avx2::fma_probe_impl<avx2::VecF>,
+      avx2::read_probe_impl<avx2::VecF>,
       {avx2::run_backward_impl<avx2::VecF>, avx2::run_backward_impl<avx2::VecD>},
       {avx2::run_grads_impl<avx2::VecF>, avx2::run_grads_impl<avx2::VecD>},
       {avx2::run_dx_impl<avx2::VecF>, avx2::run_dx_impl<avx2::VecD>},

@@ -78,6 +78,7 @@ const KernelTable& kernels_avx512() {
       {avx512::run_direction_impl<avx512::VecF>, avx512::run_direction_impl<avx512::VecD>},
       {avx512::activation_impl<avx512::VecF>, avx512::activation_impl<avx512::VecD>},
       avx512::fma_probe_impl<avx512::VecF>,
+      avx512::read_probe_impl<avx512::VecF>,
       {avx512::run_backward_impl<avx512::VecF>, avx512::run_backward_impl<avx512::VecD>},
       {avx512::run_grads_impl<avx512::VecF>, avx512::run_grads_impl<avx512::VecD>},
       {avx512::run_dx_impl<avx512::VecF>, avx512::run_dx_impl<avx512::VecD>},

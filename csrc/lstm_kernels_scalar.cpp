@@ -52,6 +52,7 @@ const KernelTable& kernels_scalar() {
       {scalar::run_direction_impl<scalar::VecF>, scalar::run_direction_impl<scalar::VecD>},
       {scalar::activation_impl<scalar::VecF>, scalar::activation_impl<scalar::VecD>},
       scalar::fma_probe_impl<scalar::VecF>,
+      scalar::read_probe_impl<scalar::VecF>,
       {scalar::run_backward_impl<scalar::VecF>, scalar::run_backward_impl<scalar::VecD>},
       {scalar::run_grads_impl<scalar::VecF>, scalar::run_grads_impl<scalar::VecD>},
       {scalar::run_dx_impl<scalar::VecF>, scalar::run_dx_impl<scalar::VecD>},

@@ -75,9 +75,7 @@ struct Backward {
       const T* dy = static_cast<const T*>(tk.dy) + t * tk.dy_st + urow * tk.dy_sb;
       for (int ob = ob_begin; ob < ob_end; ++ob) {
         const int c0 = ob * N, count = hout - c0 < N ? hout - c0 : N;
-        T buf[N] = {};
-        std::memcpy(buf, dy + c0, static_cast<std::size_t>(count) * sizeof(T));
-        V::store(dh + r * tk.h_ld + c0, V::add(V::load(dh + r * tk.h_ld + c0), V::load(buf)));
+        V::store(dh + r * tk.h_ld + c0, V::add(V::load(dh + r * tk.h_ld + c0), load_partial<V>(dy + c0, count)));
         if (tk.dh_save) V::store(static_cast<T*>(tk.dh_save) + row(t, r) * tk.h_ld + c0, V::load(dh + r * tk.h_ld + c0));
       }
     }
@@ -330,9 +328,7 @@ struct Dx {
       for (int r = 0; r < MR; ++r) {
         R v = acc[r][b];
         if (tk.mask_rows) {
-          T buf[N] = {};
-          std::memcpy(buf, static_cast<const T*>(tk.mask_rows[m0 + r]) + c0, static_cast<std::size_t>(count) * sizeof(T));
-          v = V::mul(v, V::load(buf));
+          v = V::mul(v, load_partial<V>(static_cast<const T*>(tk.mask_rows[m0 + r]) + c0, count));
         }
         store_partial<V>(static_cast<T*>(tk.dx_rows[m0 + r]) + c0, v, count);
       }

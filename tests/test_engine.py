@@ -144,3 +144,15 @@ def test_long_sequence_stays_finite_and_close():
     (y32, _), _ = reference.forward(m.config, m.state_dict(), x)
     assert np.isfinite(y).all()
     assert_close_to_reference(y, y32, y64, "float32", "y")
+
+
+def test_machine_probes(isa):
+    """The benchmark's bounds: the FMA-loop peak and the read bandwidth of each kernel family, positive and
+    finite; a buffer size out of range is a ValueError naming it."""
+    from fastlstm import _core
+
+    assert 0 < _core.fma_peak_gflops(isa, 2, 0.01) < 1e5
+    for size in (4096, 100_000, 1 << 20):  # not a multiple of the sweep: the tail is left out, not overrun
+        assert 0 < _core.read_bandwidth_gbs(isa, 2, size, 0.01) < 1e5
+    with pytest.raises(ValueError, match="bytes_per_thread"):
+        _core.read_bandwidth_gbs(isa, 1, 0, 0.01)

@@ -147,6 +147,49 @@ def measure_gemm_peak(threads: int) -> dict:
     return peak
 
 
+_BANDWIDTH: dict = {}  # (threads, bytes per thread) -> GB/s, measured once per run
+
+
+def read_bandwidth(threads: int, bytes_per_thread: int) -> float | None:
+    """GB/s of vector loads sweeping `bytes_per_thread` on each of `threads` threads (fastlstm's probe): the
+    rate at which a B = 1 call can stream its weights each step, from the cache level they fit in."""
+    core = getattr(fastlstm, "_core", None)
+    if not hasattr(core, "read_bandwidth_gbs"):
+        return None
+    key = (threads, max(4096, int(bytes_per_thread)))
+    if key not in _BANDWIDTH:
+        _settle()
+        isa = fastlstm.backends()["cpu"]["isa"]
+        _BANDWIDTH[key] = max(core.read_bandwidth_gbs(isa, threads, key[1], 0.1) for _ in range(3))
+    return _BANDWIDTH[key]
+
+
+def bound(case: Case, peak: dict, threads: int) -> dict | None:
+    """The least time the machine allows for one call, from the measured limits: the FMA-loop peak for the
+    FLOPs, and at B = 1, where each step must stream the recurrent weights (W_hh; W_ih too for the step
+    call) from the cache level they fit in, the input projection at the FMA peak plus T sweeps of the
+    weights at the read bandwidth measured for each thread's share of them."""
+    gf = peak.get("fma_loop_gflops")
+    if not gf:
+        return None
+    total = flops(case)
+    if case.B != 1:
+        return {"ms": total / gf / 1e6, "limit": f"FLOPs at the FMA-loop peak {gf:.0f} GFLOP/s"}
+    D = 2 if case.bidirectional else 1
+    per_step = case.layers * D * 4 * case.H * case.H * 4 * (2 if case.kind == "step" else 1)
+    share = per_step // threads  # the hidden units, and so the weights, are split evenly across threads
+    bw = read_bandwidth(threads, share)
+    if bw is None:
+        return None
+    steps = 1 if case.kind == "step" else case.T
+    stream_ms = steps * per_step / bw / 1e6
+    projection_ms = 0 if case.kind == "step" else total / 2 / gf / 1e6  # half the FLOPs are the projection
+    return {"ms": stream_ms + projection_ms,
+            "limit": f"{per_step / 2**10:.0f} KiB of weights a step at {bw:.0f} GB/s (read bandwidth measured "
+                     f"for {share / 2**10:.0f} KiB per thread)"
+                     + ("" if case.kind == "step" else f" + the input projection at {gf:.0f} GFLOP/s")}
+
+
 # -- timing -----------------------------------------------------------------------------------------------
 
 def _timed(fn) -> float:
@@ -490,8 +533,8 @@ def run_case(case: Case, args) -> dict:
     return row
 
 
-def score(row: dict, case: Case, peak: dict, theo: dict) -> None:
-    """Adds GFLOP/s, the fractions of the peaks, GB/s (B = 1) and the goals to a timed row."""
+def score(row: dict, case: Case, peak: dict, theo: dict, threads: int) -> None:
+    """Adds GFLOP/s, the fractions of the peaks, GB/s (B = 1), the bound and the goals to a timed row."""
     if "error" in row:
         return
     f = row["fastlstm"]
@@ -506,6 +549,10 @@ def score(row: dict, case: Case, peak: dict, theo: dict) -> None:
         D = 2 if case.bidirectional else 1
         per_step = case.layers * D * 4 * case.H * case.H * 4 * (2 if case.kind == "step" else 1)
         f["weights_gbps"] = per_step * (1 if case.kind == "step" else case.T) / seconds / 1e9
+    least = bound(case, peak, threads)
+    if least:
+        f["bound_ms"], f["bound_limit"] = least["ms"], least["limit"]
+        f["pct_bound"] = 100 * least["ms"] / f["ms"]
     row["goals"] = []
     for baseline, target in case.goals.items():
         ratio = row["baselines"].get(baseline, {}).get("ratio")
@@ -547,15 +594,16 @@ def _row_line(row: dict) -> str:
     verdict = {None: "n/a", True: "met", False: "NOT met"}
     goals = ", ".join(f"{g['goal'].removeprefix('>= ')}: {verdict[g['met']]}" for g in row["goals"])
     gbps = f"{f['weights_gbps']:.1f}" if "weights_gbps" in f else "-"
+    pct_bound = f"{f['pct_bound']:.0f}%" if "pct_bound" in f else "-"
     ort, ref = _cell(b.get("onnxruntime", {})), _cell(b.get("reference", {}))
     busy = " [BUSY]" if _busy(row) else ""
     return (f"{row['name']:<15} {_fmt_time(f['ms']):>10} {tcell:>25} {ort:>20} {ref:>20} "
-            f"{f['gflops']:>8.1f} {f['pct_gemm_peak']:>5.0f}% {gbps:>6}  {goals}{busy}")
+            f"{f['gflops']:>8.1f} {f['pct_gemm_peak']:>5.0f}% {gbps:>6} {pct_bound:>6}  {goals}{busy}")
 
 
 def table(rows: list[dict]) -> str:
     head = (f"{'config':<15} {'fastlstm':>10} {'torch (best mode)':>25} {'onnxruntime':>20} "
-            f"{'reference':>20} {'GFLOP/s':>8} {'%gemm':>6} {'GB/s':>6}  goals (ratio baseline/fastlstm)")
+            f"{'reference':>20} {'GFLOP/s':>8} {'%gemm':>6} {'GB/s':>6} {'%bound':>6}  goals (ratio baseline/fastlstm)")
     lines, notes = [head, "-" * len(head)], []
     for row in rows:
         lines.append(_row_line(row))
@@ -575,6 +623,10 @@ def table(rows: list[dict]) -> str:
                  for n in ("torch-onednn", "torch-native") if "ms" in row["baselines"].get(n, {})]
         if len(modes) == 2:
             notes.append(f"{row['name']}: torch " + ", ".join(modes))
+        if "bound_ms" in row.get("fastlstm", {}):
+            f = row["fastlstm"]
+            notes.append(f"{row['name']}: bound {_fmt_time(f['bound_ms'])} ({f['bound_limit']}): fastlstm at "
+                         f"{f['pct_bound']:.0f}% of it")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -650,7 +702,7 @@ def main(argv=None) -> int:
     rows = []
     for case in cases:
         rows.append(run_case(case, args))
-        score(rows[-1], case, peak, theo)
+        score(rows[-1], case, peak, theo, args.threads)
         _write(_row_line(rows[-1]))
     # a busy moment at the start would understate the peak: measure again and keep the better one
     again = measure_gemm_peak(args.threads)
@@ -659,7 +711,7 @@ def main(argv=None) -> int:
     if "fma_loop_gflops" in again:
         peak["fma_loop_gflops"] = max(peak["fma_loop_gflops"], again["fma_loop_gflops"])
     for row, case in zip(rows, cases, strict=True):
-        score(row, case, peak, theo)
+        score(row, case, peak, theo, args.threads)
 
     results = {"machine": info, "gemm_peak": peak, "args": {k: str(v) for k, v in vars(args).items()},
                "timing": "ms per call, median over repetitions; the implementations alternate within each "
@@ -683,6 +735,7 @@ def main(argv=None) -> int:
     gf = f"{theo['gflops']:.0f} GFLOP/s" if theo["gflops"] else "unknown"
     print(f"\n%gemm: of the {peak['label']}, best of start and end: {peak['gflops']:.0f} GFLOP/s")
     print(f"{theo['label']}: {gf} (clock: {theo['clock_source']})")
+    print("%bound: the least time the measured limits allow (the row's note names them) over fastlstm's time")
     if "fma_loop_gflops" in peak:
         print(f"fastlstm's FMA-loop probe: {peak['fma_loop_gflops']:.0f} GFLOP/s")
     if results["plot"].startswith("skipped"):

@@ -157,6 +157,11 @@ void activation(Isa isa, DType dtype, int which /*0 sigmoid, 1 tanh*/, const voi
 // register-only loop run for about `seconds`: the benchmark's peak.
 double fma_peak_gflops(Isa isa, int num_threads, double seconds);
 
+// The measured read bandwidth (GB/s, all threads together) of a kernel family's vector loads sweeping a
+// private buffer of `bytes_per_thread` on each of num_threads threads, for about `seconds`: the bound of a
+// call that streams that much weight per thread and step (L2-sized: the L2 rate; larger: L3 or DRAM).
+double read_bandwidth_gbs(Isa isa, int num_threads, std::size_t bytes_per_thread, double seconds);
+
 // Thread team size used when a call does not say (FASTLSTM_NUM_THREADS, else the hardware's).
 int default_num_threads();
 void set_default_num_threads(int n);

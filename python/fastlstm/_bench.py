@@ -164,7 +164,7 @@ def read_bandwidth(threads: int, bytes_per_thread: int) -> float | None:
     return _BANDWIDTH[key]
 
 
-def bound(case: Case, peak: dict, threads: int) -> dict | None:
+def bound(case: Case, peak: dict, threads: int, lengths_sum: int | None = None) -> dict | None:
     """The least time the machine allows for one call, from the measured limits: the FMA-loop peak for the
     FLOPs, and at B = 1, where each step must stream the recurrent weights (W_hh; W_ih too for the step
     call) from the cache level they fit in, the input projection at the FMA peak plus T sweeps of the
@@ -172,7 +172,7 @@ def bound(case: Case, peak: dict, threads: int) -> dict | None:
     gf = peak.get("fma_loop_gflops")
     if not gf:
         return None
-    total = flops(case)
+    total = flops(case, lengths_sum)  # the lengths row: the useful steps only
     if case.B != 1:
         return {"ms": total / gf / 1e6, "limit": f"FLOPs at the FMA-loop peak {gf:.0f} GFLOP/s"}
     D = 2 if case.bidirectional else 1
@@ -549,7 +549,7 @@ def score(row: dict, case: Case, peak: dict, theo: dict, threads: int) -> None:
         D = 2 if case.bidirectional else 1
         per_step = case.layers * D * 4 * case.H * case.H * 4 * (2 if case.kind == "step" else 1)
         f["weights_gbps"] = per_step * (1 if case.kind == "step" else case.T) / seconds / 1e9
-    least = bound(case, peak, threads)
+    least = bound(case, peak, threads, row["case"]["lengths_sum"])
     if least:
         f["bound_ms"], f["bound_limit"] = least["ms"], least["limit"]
         f["pct_bound"] = 100 * least["ms"] / f["ms"]

@@ -397,6 +397,11 @@ PYBIND11_MODULE(_core, m) {
     return cpu::read_bandwidth_gbs(which, threads, bytes_per_thread, seconds);
   }, py::arg("isa"), py::arg("threads"), py::arg("bytes_per_thread"), py::arg("seconds") = 0.2,
      "Measured read bandwidth (GB/s, all threads) of vector loads sweeping bytes_per_thread on each thread.");
+  m.def("step_exchange_us", [](int threads, std::size_t bytes, int steps) {
+    py::gil_scoped_release release;
+    return cpu::step_exchange_us(threads, bytes, steps);
+  }, py::arg("threads"), py::arg("bytes"), py::arg("steps") = 20000,
+     "Measured microseconds of one step's exchange of a bytes-long state across threads (write share, barrier, read all).");
   m.def("get_num_threads", &cpu::default_num_threads);
   m.def("set_num_threads", &cpu::set_default_num_threads, py::arg("n"));
 }

@@ -996,6 +996,40 @@ double read_bandwidth_gbs(Isa isa, int num_threads, std::size_t bytes_per_thread
   }
 }
 
+double step_exchange_us(int num_threads, std::size_t bytes, int steps) {
+  require(bytes >= 4 && bytes <= (std::size_t(1) << 24), "bytes: expected 4 B .. 16 MiB");
+  require(steps >= 1, "steps: expected >= 1");
+  TeamLease lease(num_threads);
+  AlignedBuffer buf(2 * bytes);
+  struct Probe {
+    std::uint32_t* state[2];  // integers: the reads are vector loads, not a chain of float adds
+    std::size_t n;
+    int steps;
+    Barrier barrier;
+    std::uint32_t sink[64];
+    static void member(void* ctx, int tid, int nthreads) {
+      auto* p = static_cast<Probe*>(ctx);
+      const std::size_t b0 = p->n * tid / nthreads, b1 = p->n * (tid + 1) / nthreads;
+      std::uint32_t acc = 0;
+      for (int s = 0; s < p->steps; ++s) {
+        const std::uint32_t* cur = p->state[s & 1];
+        for (std::size_t i = 0; i < p->n; ++i) acc ^= cur[i];
+        std::uint32_t* next = p->state[(s + 1) & 1];
+        for (std::size_t i = b0; i < b1; ++i) next[i] = acc;
+        p->barrier.wait();
+      }
+      p->sink[tid] = acc;
+    }
+  };
+  auto* words = static_cast<std::uint32_t*>(buf.data());
+  Probe probe{{words, words + bytes / 4}, bytes / 4, steps, {}, {}};
+  probe.barrier.reset(lease.form(1e300));
+  lease.run(&Probe::member, &probe);  // warm-up
+  const auto t0 = std::chrono::steady_clock::now();
+  lease.run(&Probe::member, &probe);
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / steps;
+}
+
 int default_num_threads() {
   const int n = g_default_threads.load();
   return n > 0 ? n : env_threads();

@@ -147,8 +147,8 @@ def test_long_sequence_stays_finite_and_close():
 
 
 def test_machine_probes(isa):
-    """The benchmark's bounds: the FMA-loop peak and the read bandwidth of each kernel family, positive and
-    finite; a buffer size out of range is a ValueError naming it."""
+    """The benchmark's bounds: the FMA-loop peak and the read bandwidth of each kernel family and the cost of
+    a step's exchange between threads, positive and finite; a size out of range is a ValueError naming it."""
     from fastlstm import _core
 
     assert 0 < _core.fma_peak_gflops(isa, 2, 0.01) < 1e5
@@ -156,3 +156,7 @@ def test_machine_probes(isa):
         assert 0 < _core.read_bandwidth_gbs(isa, 2, size, 0.01) < 1e5
     with pytest.raises(ValueError, match="bytes_per_thread"):
         _core.read_bandwidth_gbs(isa, 1, 0, 0.01)
+    for threads in (1, 2):
+        assert 0 <= _core.step_exchange_us(threads, 512, 1000) < 1e4
+    with pytest.raises(ValueError, match="bytes"):
+        _core.step_exchange_us(2, 0)

@@ -147,7 +147,7 @@ def measure_gemm_peak(threads: int) -> dict:
     return peak
 
 
-_BANDWIDTH: dict = {}  # (threads, bytes per thread) -> GB/s, measured once per run
+_BANDWIDTH: dict = {}  # the probes' results, measured once per run
 
 
 def read_bandwidth(threads: int, bytes_per_thread: int) -> float | None:
@@ -161,6 +161,16 @@ def read_bandwidth(threads: int, bytes_per_thread: int) -> float | None:
         _settle()
         isa = fastlstm.backends()["cpu"]["isa"]
         _BANDWIDTH[key] = max(core.read_bandwidth_gbs(isa, threads, key[1], 0.1) for _ in range(3))
+    return _BANDWIDTH[key]
+
+
+def step_exchange(threads: int, nbytes: int) -> float:
+    """Microseconds a step of a recurrence split across `threads` spends exchanging its `nbytes` state
+    (fastlstm's probe: write a share, meet at the barrier, read the whole), the best of three."""
+    key = ("exchange", threads, nbytes)
+    if key not in _BANDWIDTH:
+        _settle()
+        _BANDWIDTH[key] = min(fastlstm._core.step_exchange_us(threads, nbytes) for _ in range(3))
     return _BANDWIDTH[key]
 
 
@@ -184,10 +194,14 @@ def bound(case: Case, peak: dict, threads: int, lengths_sum: int | None = None) 
     steps = 1 if case.kind == "step" else case.T
     stream_ms = steps * per_step / bw / 1e6
     projection_ms = 0 if case.kind == "step" else total / 2 / gf / 1e6  # half the FLOPs are the projection
-    return {"ms": stream_ms + projection_ms,
+    # Split across threads, every step also waits for every thread's share of h: the measured exchange.
+    exchange_us = step_exchange(threads, 4 * case.H) if threads > 1 else 0.0
+    layer_steps = steps * case.layers * (1 if case.bidirectional and threads > 1 else D)
+    return {"ms": stream_ms + projection_ms + layer_steps * exchange_us / 1e3,
             "limit": f"{per_step / 2**10:.0f} KiB of weights a step at {bw:.0f} GB/s (read bandwidth measured "
                      f"for {share / 2**10:.0f} KiB per thread)"
-                     + ("" if case.kind == "step" else f" + the input projection at {gf:.0f} GFLOP/s")}
+                     + ("" if case.kind == "step" else f" + the input projection at {gf:.0f} GFLOP/s")
+                     + (f" + {exchange_us:.2f} us a step to exchange h between threads" if exchange_us else "")}
 
 
 # -- timing -----------------------------------------------------------------------------------------------

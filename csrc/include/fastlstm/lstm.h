@@ -162,6 +162,11 @@ double fma_peak_gflops(Isa isa, int num_threads, double seconds);
 // call that streams that much weight per thread and step (L2-sized: the L2 rate; larger: L3 or DRAM).
 double read_bandwidth_gbs(Isa isa, int num_threads, std::size_t bytes_per_thread, double seconds);
 
+// The measured cost (microseconds) of one step's exchange on num_threads threads, as the recurrence does it:
+// each thread writes its share of a `bytes` state vector, all meet at the barrier, each reads the whole
+// vector. The per-step floor of a split recurrence beside the weight streaming, which cannot overlap it.
+double step_exchange_us(int num_threads, std::size_t bytes, int steps);
+
 // Thread team size used when a call does not say (FASTLSTM_NUM_THREADS, else the hardware's).
 int default_num_threads();
 void set_default_num_threads(int n);

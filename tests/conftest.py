@@ -35,3 +35,14 @@ def threads():
     previous = fastlstm.get_num_threads()
     yield
     fastlstm.set_num_threads(previous)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fuzzers' counts (tests/test_reliability.py), so a CI log says how many cases ran."""
+    import sys
+
+    counts = getattr(sys.modules.get("test_reliability"), "FUZZ_COUNTS", None)
+    if counts:
+        terminalreporter.write_sep("-", "fuzzing")
+        for what, n in counts.items():
+            terminalreporter.write_line(f"{n:6d} {what}")

@@ -18,9 +18,32 @@ print((peak - base) * 1024, y.nbytes, m._engine().nbytes)
 """
 
 
+MILLION_PROBE = """
+import resource, numpy as np, fastlstm
+m = fastlstm.LSTM(4, 32, seed=0)
+x = np.random.default_rng(0).standard_normal((10**6, 1, 4), dtype=np.float32)  # before the baseline
+fastlstm.LSTM(4, 4)(np.zeros((2, 1, 4), np.float32))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+y, _ = m(x, train=False)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((peak - base) * 1024, y.nbytes, m._engine().nbytes)
+"""
+
+
+def _growth(probe: str):
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return map(int, out.split())
+
+
 def test_long_sequence_workspace_is_bounded():
-    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout
-    growth, y_bytes, weight_bytes = map(int, out.split())
+    growth, y_bytes, weight_bytes = _growth(PROBE)
+    assert growth <= y_bytes + weight_bytes + (16 << 20), (growth, y_bytes, weight_bytes)
+
+
+def test_a_million_steps_run_in_bounded_workspace():
+    """T = 1e6, B = 1: besides y (128 MB here) and the weights, the call's workspace stays O(chunk*B*4H)."""
+    growth, y_bytes, weight_bytes = _growth(MILLION_PROBE)
+    assert y_bytes == 10**6 * 32 * 4
     assert growth <= y_bytes + weight_bytes + (16 << 20), (growth, y_bytes, weight_bytes)
 
 
@@ -42,7 +65,6 @@ print((peak - base) * 1024, m._tape[1].nbytes)
 def test_repeated_training_calls_do_not_grow_memory():
     """A train=True call frees the previous call's saved state; the engine keeps at most one freed big buffer
     for reuse. Twenty more calls after the first must not grow the peak by more than one saved state."""
-    out = subprocess.run([sys.executable, "-c", TRAIN_PROBE], capture_output=True, text=True, check=True).stdout
-    growth, state_bytes = map(int, out.split())
+    growth, state_bytes = _growth(TRAIN_PROBE)
     assert state_bytes > (8 << 20)  # big enough for the reuse path
     assert growth <= state_bytes + (8 << 20), (growth, state_bytes)

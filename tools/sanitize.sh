@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer and runs the engine's test suite on
-# it (the runtimes LD_PRELOADed into python). Usage: tools/sanitize.sh [pytest args]; needs the test extras.
+# Builds the extension with AddressSanitizer + UndefinedBehaviorSanitizer and runs the test suite on it (the
+# runtimes LD_PRELOADed into python). Usage: tools/sanitize.sh [pytest args]; needs the test extras.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -15,6 +15,9 @@ cp "$work/build/"_core*.so "$work/pkg/fastlstm/"
 cp -r "$root/tests" "$work/tests"
 cd "$work/tests"
 export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-if [ $# -eq 0 ]; then set -- test_engine.py test_train.py test_api.py test_activations.py test_torch.py; fi
-PYTHONPATH="$work/pkg" python -m pytest -q -W error -p no:cacheprovider "$@"
+export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The whole suite but test_memory.py, whose peak-RSS bounds do not hold under ASan's shadow memory and
+# quarantine. allocator_may_return_null: an allocation too large to make returns null (MemoryError), as it does
+# without ASan, instead of aborting the process.
+if [ $# -eq 0 ]; then set -- --ignore=test_memory.py; fi
+PYTHONPATH="$work/pkg" python -m pytest -q -rs -W error -p no:cacheprovider "$@"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 
 from fastlstm.examples import _common, adding, latching, seq2seq, streaming
@@ -62,6 +64,10 @@ def test_streaming(tmp_path):
     assert r["mse"] < min(0.01, r["naive_mse"]), r
     median, p99 = r["latency_us"]["fastlstm LSTM.step"]
     assert 0 < median <= p99
+    if importlib.util.find_spec("torch") is not None:  # then the comparison is part of the result
+        t_median, t_p99 = r["latency_us"]["torch.nn.LSTMCell"]
+        assert 0 < t_median <= t_p99
+        assert r["torch_max_abs_diff"] < 1e-4
     assert _png(tmp_path / "streaming.png")
 
 

@@ -83,34 +83,90 @@ def test_float32_unbatched_and_no_grad():
     assert y.shape == (6, 7) and h.shape == (2, 7)
 
 
+def _grads_of(model, x, hx, unbatched=False):
+    """Outputs, and the gradients of a fixed weighting of them, for every input and parameter."""
+    y, (h, c) = model(x, hx)
+    w = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+    ((y * w).sum() + 0.3 * h.sum() + 0.7 * c.sum()).backward()
+    leaves = [x] + ([] if hx is None else list(hx))
+    return [y, h, c] + [t.grad for t in leaves] + [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("case", ["eval_dropout", "no_hx", "sorted_packing", "unbatched", "float32"])
+def test_more_cases_match_nn_lstm(case):
+    """The rest of nn.LSTM's surface: dropout layers in eval mode, hx=None with gradients, enforce_sorted=True
+    packing, unbatched input with hx and gradients, float32 gradients."""
+    opts = {"eval_dropout": dict(num_layers=3, dropout=0.4), "no_hx": dict(num_layers=2, bidirectional=True,
+            proj_size=3), "sorted_packing": dict(num_layers=2, bidirectional=True), "unbatched": dict(num_layers=2,
+            proj_size=2), "float32": dict(num_layers=2, bidirectional=True)}[case]
+    dtype = torch.float32 if case == "float32" else torch.float64
+    ref, fast = _pair(opts, dtype=dtype)
+    if case == "eval_dropout":
+        ref.eval()
+        fast.eval()
+    gen = torch.Generator().manual_seed(2)
+    D, L, hout = 2 if fast.bidirectional else 1, fast.num_layers, fast.proj_size or 7
+    T, B = 5, 3
+    x = torch.randn((T, 5) if case == "unbatched" else (T, B, 5), generator=gen, dtype=dtype)
+    hx = None
+    if case in ("eval_dropout", "unbatched", "float32"):
+        lead = (D * L,) if case == "unbatched" else (D * L, B)
+        hx = (torch.randn(lead + (hout,), generator=gen, dtype=dtype), torch.randn(lead + (7,), generator=gen, dtype=dtype))
+    outs = []
+    for model in (ref, fast):
+        xi = x.clone().requires_grad_()
+        hxi = None if hx is None else tuple(t.clone().requires_grad_() for t in hx)
+        if case == "sorted_packing":
+            inp = pack_padded_sequence(xi, torch.tensor([5, 4, 2]), enforce_sorted=True)
+            y, (h, c) = model(inp, hxi)
+            w = torch.linspace(-1, 1, y.data.numel(), dtype=dtype).reshape(y.data.shape)
+            ((y.data * w).sum() + 0.3 * h.sum() + 0.7 * c.sum()).backward()
+            outs.append([y.data, h, c, xi.grad] + [p.grad for p in model.parameters()])
+        else:
+            outs.append(_grads_of(model, xi, hxi))
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    assert len(outs[0]) == len(outs[1])
+    for i, (a, b) in enumerate(zip(*outs, strict=True)):
+        torch.testing.assert_close(b, a, **tol, msg=f"{case}: output {i}")
+
+
+def test_flatten_parameters_is_accepted():
+    """Code written for nn.LSTM on cuDNN calls flatten_parameters(); here it changes nothing."""
+    ref, fast = _pair(dict(num_layers=2))
+    x = torch.randn(4, 2, 5, dtype=torch.float64)
+    before = fast(x)[0]
+    assert fast.flatten_parameters() is None
+    torch.testing.assert_close(fast(x)[0], before, rtol=0, atol=0)
+
+
 def test_gradcheck():
+    """torch.autograd.gradcheck in float64 over the inputs, the initial state and every parameter (peepholes
+    and projection included), through torch.func.functional_call."""
     torch.manual_seed(0)
     m = LSTM(3, 4, 2, bidirectional=True, proj_size=2, dtype=torch.float64, peephole=True)
+    names = [n for n, _ in m.named_parameters()]
     x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
     h0 = torch.randn(4, 2, 2, dtype=torch.float64, requires_grad=True)
     c0 = torch.randn(4, 2, 4, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in m.parameters()]
 
-    def f(x, h0, c0, *params):
-        with torch.no_grad():
-            for p, v in zip(m.parameters(), params):
-                p.copy_(v)
-        y, (h, c) = m(x, (h0, c0))
+    def f(x, h0, c0, *ps):
+        y, (h, c) = torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (x, (h0, c0)))
         return y, h, c
 
-    assert torch.autograd.gradcheck(lambda x, h0, c0: f(x, h0, c0, *m.parameters()), (x, h0, c0))
-    # The parameters' gradients, through the module's own parameters:
-    y, (h, c) = m(x, (h0, c0))
-    (y.sum() + h.sum()).backward()
-    eps = 1e-6
-    for name, p in m.named_parameters():
-        i = (0,) * p.dim()
-        with torch.no_grad():
-            p[i] += eps
-            up = sum(t.sum() for t in (m(x, (h0, c0))[0], m(x, (h0, c0))[1][0]))
-            p[i] -= 2 * eps
-            down = sum(t.sum() for t in (m(x, (h0, c0))[0], m(x, (h0, c0))[1][0]))
-            p[i] += eps
-        assert abs(float((up - down) / (2 * eps)) - float(p.grad[i])) < 1e-6, name
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params))
+
+
+def test_writes_through_data_reach_the_engine():
+    """p.data.* changes no version counter; the next forward must still use the new values."""
+    ref, fast = _pair(dict(num_layers=2))
+    x = torch.randn(4, 2, 5, dtype=torch.float64)
+    fast(x)  # packed and cached
+    for p1, p2 in zip(ref.parameters(), fast.parameters(), strict=True):
+        p1.data.mul_(0.5)
+        p2.data.mul_(0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x)[0], ref(x)[0], rtol=1e-10, atol=1e-12)
 
 
 def test_optimizer_loop_matches_nn_lstm():

@@ -100,6 +100,10 @@ class LSTM(nn.Module):
         w = self._flat_weights
         return [w[i:i + per] for i in range(0, len(w), per)]
 
+    def flatten_parameters(self) -> None:
+        """nn.LSTM's hook to compact weights for cuDNN; fastlstm packs its own (on the next call after a
+        change), so there is nothing to do."""
+
     def reset_parameters(self) -> None:
         stdv = 1.0 / math.sqrt(self.hidden_size)
         for weight in self.parameters():
@@ -115,7 +119,10 @@ class LSTM(nn.Module):
 
     def _core_for(self, params) -> _CoreLSTM:
         """The fastlstm module of the parameters' dtype, with their current values (reloaded and repacked
-        only when a parameter changed since the last call)."""
+        only when a parameter changed since the last call). A change is seen by the tensors' version counters
+        (optimizers, in-place ops) or, where those did not move, by comparing the bits: writes through
+        `.data` (old-style init and optimizer code) bump no counter. The comparison reads the weights once,
+        about 1 ms for 16 MB, against the tens of milliseconds of a repack."""
         dtype = params[0].dtype
         if dtype not in _NP_DTYPES:
             raise TypeError(f"parameters: fastlstm computes in float32 or float64, not {dtype}")
@@ -128,7 +135,9 @@ class LSTM(nn.Module):
                                                 bidirectional=c.bidirectional, proj_size=c.proj_size,
                                                 peephole=c.peephole, dtype=key)
         version = tuple((p._version, p.data_ptr()) for p in params)
-        if self._synced.get(key) != version:
+        if self._synced.get(key) != version or not all(
+                np.array_equal(_bits(p.detach().numpy()), _bits(core._params[n]))
+                for n, p in zip(self._flat_weights_names, params)):
             core.load_state_dict({n: p.detach().numpy() for n, p in zip(self._flat_weights_names, params)})
             self._synced[key] = version
         return core
@@ -167,6 +176,11 @@ class LSTM(nn.Module):
             rows = [y[t, idx[: int(n)]] for t, n in enumerate(input.batch_sizes)]
             y = PackedSequence(torch.cat(rows), input.batch_sizes, input.sorted_indices, input.unsorted_indices)
         return y, (h_n, c_n)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The array as unsigned integers of its width: equality of bits (NaN equals itself, -0 differs from 0)."""
+    return a.view(np.uint32 if a.itemsize == 4 else np.uint64)
 
 
 def _numpy_ok() -> bool:  # torch built without numpy support cannot share memory with fastlstm

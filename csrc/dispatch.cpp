@@ -158,18 +158,32 @@ void require(bool ok, const std::string& what) {
   if (!ok) throw std::invalid_argument(what);
 }
 
-// [4H, K] row-major -> [NB][K][4][U], units past H zero.
+// [4H, K] row-major -> [NB][K][4][U], units past H zero (the buffer is zeroed). Through tiles of U units by
+// 16 columns, read and written a cache line at a time: element by element, the 4U-strided writes of one
+// source row left 3/4 of L1's sets unused and ran at ~1 GB/s.
 template <class T>
 void pack_gates(const T* w, int H, int K, int U, T* out) {
-  const int nb = (H + U - 1) / U;
-  for (int b = 0; b < nb; ++b)
-    for (int k = 0; k < K; ++k)
-      for (int g = 0; g < 4; ++g)
-        for (int u = 0; u < U; ++u) {
-          const int unit = b * U + u;
-          out[((static_cast<std::size_t>(b) * K + k) * 4 + g) * U + u] =
-              unit < H ? w[static_cast<std::size_t>(g * H + unit) * K + k] : T(0);
+  constexpr int kCols = 16;
+  T tile[64][kCols];  // [unit][column]; U <= 64
+  for (int b = 0; b * U < H; ++b) {
+    const int count = std::min(U, H - b * U);
+    for (int g = 0; g < 4; ++g) {
+      for (int k0 = 0; k0 < K; k0 += kCols) {
+        const int kc = std::min(kCols, K - k0);
+        for (int u = 0; u < count; ++u) {
+          const T* src = w + static_cast<std::size_t>(g * H + b * U + u) * K + k0;
+          // A constant-size copy is a few vector moves; a variable-size one becomes `rep movs`, ~100 cycles
+          // to start (it was 60% of the packing time).
+          if (kc == kCols) std::memcpy(tile[u], src, sizeof(tile[u]));
+          else std::memcpy(tile[u], src, sizeof(T) * kc);
         }
+        for (int kk = 0; kk < kc; ++kk) {
+          T* dst = out + ((static_cast<std::size_t>(b) * K + k0 + kk) * 4 + g) * U;
+          for (int u = 0; u < count; ++u) dst[u] = tile[u][kk];
+        }
+      }
+    }
+  }
 }
 
 // [P, H] row-major -> [ceil(P/U)][H][U].
@@ -185,23 +199,19 @@ void pack_rows(const T* w, int P, int H, int U, T* out) {
 }
 
 // [4H, K] row-major -> [ceil(K/U)][4 * Hp][U] for backward's products with dz: the rows in the packed gate
-// order [NB][4][U] of dz, the columns (K) in vectors.
+// order [NB][4][U] of dz, the columns (K) in vectors; padding stays zero (the buffer is zeroed). Each source
+// row is read once, in order, and written as U-element runs.
 template <class T>
 void pack_gates_t(const T* w, int H, int K, int U, T* out) {
-  const int nb = (H + U - 1) / U, kb = (K + U - 1) / U;
-  const std::size_t rows = static_cast<std::size_t>(nb) * 4 * U;
-  for (int c = 0; c < kb; ++c)
-    for (int b = 0; b < nb; ++b)
-      for (int g = 0; g < 4; ++g)
-        for (int u = 0; u < U; ++u) {
-          const int unit = b * U + u;
-          const std::size_t kappa = (static_cast<std::size_t>(b) * 4 + g) * U + u;
-          for (int v = 0; v < U; ++v) {
-            const int col = c * U + v;
-            out[(c * rows + kappa) * U + v] =
-                (unit < H && col < K) ? w[static_cast<std::size_t>(g * H + unit) * K + col] : T(0);
-          }
-        }
+  const std::size_t rows = static_cast<std::size_t>((H + U - 1) / U) * 4 * U;
+  for (int g = 0; g < 4; ++g)
+    for (int unit = 0; unit < H; ++unit) {
+      const T* row = w + static_cast<std::size_t>(g * H + unit) * K;
+      const std::size_t kappa = (static_cast<std::size_t>(unit / U) * 4 + g) * U + unit % U;
+      for (int c0 = 0; c0 < K; c0 += U)
+        std::memcpy(out + (static_cast<std::size_t>(c0 / U) * rows + kappa) * U, row + c0,
+                    sizeof(T) * static_cast<std::size_t>(std::min(U, K - c0)));
+    }
 }
 
 // [P, H] row-major -> [ceil(H/U)][P][U] (columns of H in vectors).

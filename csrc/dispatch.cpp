@@ -1042,7 +1042,8 @@ double step_exchange_us(int num_threads, std::size_t bytes, int steps) {
 
 int default_num_threads() {
   const int n = g_default_threads.load();
-  return n > 0 ? n : env_threads();
+  static const int from_env = env_threads();  // read once: getenv on every call showed in a streaming step
+  return n > 0 ? n : from_env;
 }
 void set_default_num_threads(int n) {
   require(n >= 1, "n: the number of threads must be >= 1");

@@ -942,30 +942,39 @@ void activation(Isa isa, DType dtype, int which, const void* in, void* out, std:
   table_for(isa).activation[dtype == DType::kF64](which, in, out, n);
 }
 
+namespace {
+// Runs P::member on the lease, doubling probe.count until one run lasts `seconds`; -> the members' work
+// (probe.done[tid]: FLOPs, bytes) per second. The first run is a warm-up.
+template <class P>
+double timed_rate(TeamLease& lease, P& probe, double seconds) {
+  lease.run(&P::member, &probe);
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    lease.run(&P::member, &probe);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (dt >= seconds || probe.count > (1L << 40)) {
+      double total = 0;
+      for (int i = 0; i < lease.size(); ++i) total += probe.done[i];
+      return total / dt;
+    }
+    probe.count *= 2;
+  }
+}
+}  // namespace
+
 double fma_peak_gflops(Isa isa, int num_threads, double seconds) {
   require(isa_supported(isa), std::string("isa: ") + isa_name(isa) + " is not supported on this CPU");
   struct Probe {
     const KernelTable* kt;
-    long iterations;
-    double flops[64];
+    long count;  // iterations of the FMA loop
+    double done[64];
     static void member(void* ctx, int tid, int) {
       auto* p = static_cast<Probe*>(ctx);
-      p->flops[tid] = p->kt->fma_probe(p->iterations);
+      p->done[tid] = p->kt->fma_probe(p->count);
     }
   } probe{&table_for(isa), 1 << 20, {}};
   TeamLease lease(num_threads);
-  lease.run(&Probe::member, &probe);  // warm-up, and a first estimate of the rate
-  for (;;) {
-    const auto t0 = std::chrono::steady_clock::now();
-    lease.run(&Probe::member, &probe);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dt >= seconds || probe.iterations > (1L << 40)) {
-      double total = 0;
-      for (int i = 0; i < lease.size(); ++i) total += probe.flops[i];
-      return total / dt / 1e9;
-    }
-    probe.iterations *= 2;
-  }
+  return timed_rate(lease, probe, seconds) / 1e9;
 }
 
 double read_bandwidth_gbs(Isa isa, int num_threads, std::size_t bytes_per_thread, double seconds) {
@@ -973,37 +982,25 @@ double read_bandwidth_gbs(Isa isa, int num_threads, std::size_t bytes_per_thread
   require(bytes_per_thread >= 4096 && bytes_per_thread <= (std::size_t(1) << 32),
           "bytes_per_thread: expected 4 KiB .. 4 GiB");
   TeamLease lease(num_threads);
-  const int n = lease.size();
   std::vector<AlignedBuffer> bufs;
-  for (int i = 0; i < n; ++i) bufs.emplace_back(bytes_per_thread, /*zero=*/false);
+  for (int i = 0; i < lease.size(); ++i) bufs.emplace_back(bytes_per_thread, /*zero=*/false);
   struct Probe {
     const KernelTable* kt;
     std::vector<AlignedBuffer>* bufs;
-    long passes;
-    double bytes[64];
+    long count;  // sweeps over the buffer
+    double done[64];
     static void member(void* ctx, int tid, int) {
       auto* p = static_cast<Probe*>(ctx);
       const AlignedBuffer& b = (*p->bufs)[tid];
-      p->bytes[tid] = p->kt->read_probe(b.data(), b.size(), p->passes);
+      p->done[tid] = p->kt->read_probe(b.data(), b.size(), p->count);
     }
     static void touch(void* ctx, int tid, int) {  // each thread's buffer first written by that thread
       auto* p = static_cast<Probe*>(ctx);
       std::memset((*p->bufs)[tid].data(), 1, (*p->bufs)[tid].size());
     }
   } probe{&table_for(isa), &bufs, std::max(1L, static_cast<long>((std::size_t(8) << 20) / bytes_per_thread)), {}};
-  lease.run(&Probe::touch, &probe);
-  lease.run(&Probe::member, &probe);  // warm-up: the buffer in the cache level it fits
-  for (;;) {
-    const auto t0 = std::chrono::steady_clock::now();
-    lease.run(&Probe::member, &probe);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (dt >= seconds || probe.passes > (1L << 40)) {
-      double total = 0;
-      for (int i = 0; i < lease.size(); ++i) total += probe.bytes[i];
-      return total / dt / 1e9;
-    }
-    probe.passes *= 2;
-  }
+  lease.run(&Probe::touch, &probe);  // and from then on the buffer sits in the cache level it fits
+  return timed_rate(lease, probe, seconds) / 1e9;
 }
 
 double step_exchange_us(int num_threads, std::size_t bytes, int steps) {

@@ -6,25 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-PROBE = """
+# Peak-RSS growth of one inference call of LSTM(I, H) on x (T, 1, I), with x and the thread pool made first.
+INFER_PROBE = """
 import resource, numpy as np, fastlstm
-m = fastlstm.LSTM(256, 256, seed=0)
-x = np.random.default_rng(0).standard_normal((10000, 1, 256), dtype=np.float32)
+m = fastlstm.LSTM({I}, {H}, seed=0)
+x = np.random.default_rng(0).standard_normal(({T}, 1, {I}), dtype=np.float32)
 fastlstm.LSTM(4, 4)(np.zeros((2, 1, 4), np.float32))  # start the thread pool outside the measurement
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 y, _ = m(x)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((peak - base) * 1024, y.nbytes, m._engine().nbytes)
-"""
-
-
-MILLION_PROBE = """
-import resource, numpy as np, fastlstm
-m = fastlstm.LSTM(4, 32, seed=0)
-x = np.random.default_rng(0).standard_normal((10**6, 1, 4), dtype=np.float32)  # before the baseline
-fastlstm.LSTM(4, 4)(np.zeros((2, 1, 4), np.float32))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-y, _ = m(x, train=False)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print((peak - base) * 1024, y.nbytes, m._engine().nbytes)
 """
@@ -36,13 +25,13 @@ def _growth(probe: str):
 
 
 def test_long_sequence_workspace_is_bounded():
-    growth, y_bytes, weight_bytes = _growth(PROBE)
+    growth, y_bytes, weight_bytes = _growth(INFER_PROBE.format(I=256, H=256, T=10000))
     assert growth <= y_bytes + weight_bytes + (16 << 20), (growth, y_bytes, weight_bytes)
 
 
 def test_a_million_steps_run_in_bounded_workspace():
     """T = 1e6, B = 1: besides y (128 MB here) and the weights, the call's workspace stays O(chunk*B*4H)."""
-    growth, y_bytes, weight_bytes = _growth(MILLION_PROBE)
+    growth, y_bytes, weight_bytes = _growth(INFER_PROBE.format(I=4, H=32, T=10**6))
     assert y_bytes == 10**6 * 32 * 4
     assert growth <= y_bytes + weight_bytes + (16 << 20), (growth, y_bytes, weight_bytes)
 

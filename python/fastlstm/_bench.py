@@ -147,57 +147,59 @@ def measure_gemm_peak(threads: int) -> dict:
     return peak
 
 
-_BANDWIDTH: dict = {}  # the probes' results, measured once per run
+_PROBES: dict = {}  # the machine probes' results, measured once per run
 
 
-def read_bandwidth(threads: int, bytes_per_thread: int) -> float | None:
+def read_bandwidth(threads: int, bytes_per_thread: int) -> float:
     """GB/s of vector loads sweeping `bytes_per_thread` on each of `threads` threads (fastlstm's probe): the
     rate at which a B = 1 call can stream its weights each step, from the cache level they fit in."""
-    core = getattr(fastlstm, "_core", None)
-    if not hasattr(core, "read_bandwidth_gbs"):
-        return None
-    key = (threads, max(4096, int(bytes_per_thread)))
-    if key not in _BANDWIDTH:
+    key = ("bandwidth", threads, max(4096, int(bytes_per_thread)))
+    if key not in _PROBES:
         _settle()
         isa = fastlstm.backends()["cpu"]["isa"]
-        _BANDWIDTH[key] = max(core.read_bandwidth_gbs(isa, threads, key[1], 0.1) for _ in range(3))
-    return _BANDWIDTH[key]
+        _PROBES[key] = max(fastlstm._core.read_bandwidth_gbs(isa, threads, key[2], 0.1) for _ in range(3))
+    return _PROBES[key]
 
 
 def step_exchange(threads: int, nbytes: int) -> float:
     """Microseconds a step of a recurrence split across `threads` spends exchanging its `nbytes` state
     (fastlstm's probe: write a share, meet at the barrier, read the whole), the best of three."""
     key = ("exchange", threads, nbytes)
-    if key not in _BANDWIDTH:
+    if key not in _PROBES:
         _settle()
-        _BANDWIDTH[key] = min(fastlstm._core.step_exchange_us(threads, nbytes) for _ in range(3))
-    return _BANDWIDTH[key]
+        _PROBES[key] = min(fastlstm._core.step_exchange_us(threads, nbytes) for _ in range(3))
+    return _PROBES[key]
+
+
+def weight_bytes_per_step(case: Case) -> int:
+    """The weights a B = 1 step streams: W_hh of every layer and direction (and W_ih too for the step call,
+    whose projection is not hoisted over a sequence)."""
+    D = 2 if case.bidirectional else 1
+    return case.layers * D * 4 * case.H * case.H * 4 * (2 if case.kind == "step" else 1)
 
 
 def bound(case: Case, peak: dict, threads: int, lengths_sum: int | None = None) -> dict | None:
     """The least time the machine allows for one call, from the measured limits: the FMA-loop peak for the
-    FLOPs, and at B = 1, where each step must stream the recurrent weights (W_hh; W_ih too for the step
-    call) from the cache level they fit in, the input projection at the FMA peak plus T sweeps of the
-    weights at the read bandwidth measured for each thread's share of them."""
+    FLOPs, and at B = 1, where each step must stream the recurrent weights from the cache level they fit in,
+    the input projection at the FMA peak plus T sweeps of the weights at the read bandwidth measured for each
+    thread's share of them plus T exchanges of h between the threads."""
     gf = peak.get("fma_loop_gflops")
     if not gf:
         return None
     total = flops(case, lengths_sum)  # the lengths row: the useful steps only
     if case.B != 1:
         return {"ms": total / gf / 1e6, "limit": f"FLOPs at the FMA-loop peak {gf:.0f} GFLOP/s"}
-    D = 2 if case.bidirectional else 1
-    per_step = case.layers * D * 4 * case.H * case.H * 4 * (2 if case.kind == "step" else 1)
+    per_step = weight_bytes_per_step(case)
     share = per_step // threads  # the hidden units, and so the weights, are split evenly across threads
     bw = read_bandwidth(threads, share)
-    if bw is None:
-        return None
     steps = 1 if case.kind == "step" else case.T
     stream_ms = steps * per_step / bw / 1e6
     projection_ms = 0 if case.kind == "step" else total / 2 / gf / 1e6  # half the FLOPs are the projection
-    # Split across threads, every step also waits for every thread's share of h: the measured exchange.
-    exchange_us = step_exchange(threads, 4 * case.H) if threads > 1 else 0.0
-    layer_steps = steps * case.layers * (1 if case.bidirectional and threads > 1 else D)
-    return {"ms": stream_ms + projection_ms + layer_steps * exchange_us / 1e3,
+    # Each layer's step waits for every thread's share of h; the two directions run side by side on half
+    # the threads each.
+    group = threads // (2 if case.bidirectional else 1)
+    exchange_us = step_exchange(group, 4 * case.H) if group > 1 else 0.0
+    return {"ms": stream_ms + projection_ms + steps * case.layers * exchange_us / 1e3,
             "limit": f"{per_step / 2**10:.0f} KiB of weights a step at {bw:.0f} GB/s (read bandwidth measured "
                      f"for {share / 2**10:.0f} KiB per thread)"
                      + ("" if case.kind == "step" else f" + the input projection at {gf:.0f} GFLOP/s")
@@ -559,10 +561,8 @@ def score(row: dict, case: Case, peak: dict, theo: dict, threads: int) -> None:
     f["pct_theoretical_peak"] = 100 * f["gflops"] / theo["gflops"] if theo["gflops"] else None
     if "fma_loop_gflops" in peak:
         f["pct_fma_loop_peak"] = 100 * f["gflops"] / peak["fma_loop_gflops"]
-    if case.B == 1:  # bytes of weights streamed per step: W_hh (and W_ih for the step call)
-        D = 2 if case.bidirectional else 1
-        per_step = case.layers * D * 4 * case.H * case.H * 4 * (2 if case.kind == "step" else 1)
-        f["weights_gbps"] = per_step * (1 if case.kind == "step" else case.T) / seconds / 1e9
+    if case.B == 1:
+        f["weights_gbps"] = weight_bytes_per_step(case) * (1 if case.kind == "step" else case.T) / seconds / 1e9
     least = bound(case, peak, threads, row["case"]["lengths_sum"])
     if least:
         f["bound_ms"], f["bound_limit"] = least["ms"], least["limit"]

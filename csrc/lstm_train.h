@@ -224,10 +224,17 @@ struct Grads {
   }
 
   // src_t[c][m] = rows[m0 + m][c]: the chunk's inputs transposed, so the products run as packed GEMM tiles.
+  // By 16 columns at a time, so the rows written (16 * kRowChunk elements) stay in L1: column by column
+  // over whole rows, every store missed it (a tenth of this kernel's time, measured).
   static void transpose(const void* const* rows, int m0, int mc, int ncols, T* dst) {
-    for (int m = 0; m < mc; ++m) {
-      const T* src = static_cast<const T*>(rows[m0 + m]);
-      for (int c = 0; c < ncols; ++c) dst[static_cast<std::int64_t>(c) * kRowChunk + m] = src[c];
+    constexpr int kCols = 16;
+    for (int c0 = 0; c0 < ncols; c0 += kCols) {
+      const int cw = ncols - c0 < kCols ? ncols - c0 : kCols;
+      T* d = dst + static_cast<std::int64_t>(c0) * kRowChunk;
+      for (int m = 0; m < mc; ++m) {
+        const T* src = static_cast<const T*>(rows[m0 + m]) + c0;
+        for (int c = 0; c < cw; ++c) d[static_cast<std::int64_t>(c) * kRowChunk + m] = src[c];
+      }
     }
   }
 

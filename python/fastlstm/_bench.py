@@ -570,8 +570,13 @@ def score(row: dict, case: Case, peak: dict, theo: dict, threads: int) -> None:
     row["goals"] = []
     for baseline, target in case.goals.items():
         ratio = row["baselines"].get(baseline, {}).get("ratio")
-        row["goals"].append({"goal": f">= {target:g}x {baseline}", "baseline": baseline, "target": target,
-                             "value": ratio, "met": None if ratio is None else ratio >= target})
+        goal = {"goal": f">= {target:g}x {baseline}", "baseline": baseline, "target": target,
+                "value": ratio, "met": None if ratio is None else ratio >= target}
+        if ratio is not None and least:  # how close to the machine's limit the goal asks fastlstm to run
+            base_ms = row["baselines"][baseline]["ms"]
+            goal.update(needs_ms=base_ms / target, bound_allows=base_ms / least["ms"],
+                        needs_pct_bound=100 * target * least["ms"] / base_ms)
+        row["goals"].append(goal)
     if case.peak_goal:
         frac = f["pct_gemm_peak"] / 100
         row["goals"].append({"goal": f">= {case.peak_goal:.0%} of the GEMM peak", "baseline": "peak",
@@ -641,6 +646,11 @@ def table(rows: list[dict]) -> str:
             f = row["fastlstm"]
             notes.append(f"{row['name']}: bound {_fmt_time(f['bound_ms'])} ({f['bound_limit']}): fastlstm at "
                          f"{f['pct_bound']:.0f}% of it")
+            for g in row["goals"]:
+                if g["met"] is False and "needs_ms" in g:
+                    notes.append(f"{row['name']}: {g['goal'].removeprefix('>= ')} needs {_fmt_time(g['needs_ms'])}, "
+                                 f"{g['needs_pct_bound']:.0f}% of the bound (the bound allows "
+                                 f"{g['bound_allows']:.2f}x {g['baseline']})")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -1,0 +1,49 @@
+"""The benchmark's scoring (python -m fastlstm bench): rates, the bound, the goals and what each asks for,
+on a synthetic row with known times (no timing here: CI runs the benchmark itself with --quick)."""
+
+import pytest
+
+from fastlstm import _bench
+
+
+def _row(case, ours_ms, torch_ms):
+    ok = {"status": "ok", "check": {"passed": True, "max_abs_diff": {}}}
+    return {"name": case.name, "case": {"lengths_sum": None},
+            "fastlstm": {"ms": ours_ms},
+            "baselines": {"torch": {**ok, "ms": torch_ms, "ratio": torch_ms / ours_ms, "source": "torch-onednn"}}}
+
+
+def test_score_states_what_each_goal_asks_of_the_bound():
+    case = _bench.Case("b16-h256", 100, 16, 256, goals={"torch": 1.25})
+    peak = {"gflops": 150.0, "fma_loop_gflops": 200.0}
+    bound_ms = _bench.flops(case) / 200e9 * 1e3  # B > 1: the FLOPs at the FMA-loop peak
+    row = _row(case, ours_ms=1.2 * bound_ms, torch_ms=1.3 * bound_ms)
+    _bench.score(row, case, peak, {"gflops": None}, threads=2)
+
+    f = row["fastlstm"]
+    assert f["gflops"] == pytest.approx(200 / 1.2)
+    assert f["pct_gemm_peak"] == pytest.approx(100 * (200 / 1.2) / 150)
+    assert f["bound_ms"] == pytest.approx(bound_ms)
+    assert f["pct_bound"] == pytest.approx(100 / 1.2)
+    (goal,) = row["goals"]
+    assert goal["met"] is False and goal["value"] == pytest.approx(1.3 / 1.2)
+    assert goal["needs_ms"] == pytest.approx(1.3 * bound_ms / 1.25)
+    assert goal["bound_allows"] == pytest.approx(1.3)
+    assert goal["needs_pct_bound"] == pytest.approx(100 * 1.25 / 1.3)
+
+    text = _bench.table([row])
+    assert "1.25x torch: NOT met" in text
+    assert "1.25x torch needs" in text and "96% of the bound (the bound allows 1.30x torch)" in text
+
+
+def test_a_met_goal_gets_no_note_and_a_missing_baseline_no_verdict():
+    case = _bench.Case("b16-h256", 100, 16, 256, goals={"torch": 1.25, "onnxruntime": 1.4})
+    bound_ms = _bench.flops(case) / 200e9 * 1e3
+    row = _row(case, ours_ms=1.1 * bound_ms, torch_ms=2 * bound_ms)
+    row["baselines"]["onnxruntime"] = {"status": "skipped", "reason": "not installed (onnxruntime)"}
+    _bench.score(row, case, {"gflops": 150.0, "fma_loop_gflops": 200.0}, {"gflops": None}, threads=2)
+    torch_goal, ort_goal = row["goals"]
+    assert torch_goal["met"] is True and ort_goal["met"] is None and "needs_ms" not in ort_goal
+    text = _bench.table([row])
+    assert "needs" not in text
+    assert "onnxruntime skipped: not installed (onnxruntime)" in text

@@ -3,7 +3,11 @@ documented error naming it, and leaves the module unchanged), threads and concur
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -174,6 +178,48 @@ def test_threads_setting(threads):
     assert fastlstm.get_num_threads() == 1
     fastlstm.set_num_threads(2)
     assert fastlstm.get_num_threads() == 2
+
+
+def _fresh_process(code: str, **env) -> str:
+    """stdout of `code` run by a new interpreter with these environment variables (read at import)."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FASTLSTM_")} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full,
+                          check=True).stdout.strip()
+
+
+def test_environment_selects_threads_and_kernel_family():
+    report = "import fastlstm; b = fastlstm.backends()['cpu']; print(b['threads'], b['isa'])"
+    assert _fresh_process(report, FASTLSTM_NUM_THREADS="1", FASTLSTM_ISA="scalar") == "1 scalar"
+    for isa in fastlstm.backends()["cpu"]["available_isas"]:
+        assert _fresh_process(report, FASTLSTM_NUM_THREADS="2", FASTLSTM_ISA=isa) == f"2 {isa}"
+    # A family this CPU cannot run is refused at import, naming the variable; a bad thread count is ignored.
+    bad = subprocess.run([sys.executable, "-c", "import fastlstm"], capture_output=True, text=True,
+                         env=os.environ | {"FASTLSTM_ISA": "avx1024"})
+    assert bad.returncode != 0 and "FASTLSTM_ISA='avx1024'" in bad.stderr
+    assert _fresh_process(report, FASTLSTM_NUM_THREADS="zero") == _fresh_process(report)
+
+
+def test_the_gil_is_released_during_a_call(threads):
+    """Another Python thread keeps running while a long call computes: the engine holds no GIL."""
+    fastlstm.set_num_threads(1)  # leaves a core for this thread on a 2-core machine
+    m = fastlstm.LSTM(256, 256, seed=0)
+    x = np.random.default_rng(0).standard_normal((600, 16, 256)).astype(np.float32)
+    t0 = time.perf_counter()
+    m(x)
+    call_s = time.perf_counter() - t0
+    ticks, gaps = [], []
+    worker = threading.Thread(target=m, args=(x,))
+    worker.start()
+    last = time.perf_counter()
+    while worker.is_alive():
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+        ticks.append(now)
+    worker.join()
+    # Holding the GIL would stall this loop for the whole call (call_s); released, it stalls at most for
+    # the interpreter's switch interval (5 ms) around the call's entry and exit.
+    assert len(ticks) > 1000 and max(gaps) < max(0.5 * call_s, 0.05), (max(gaps), call_s, len(ticks))
 
 
 def test_concurrent_calls_give_serial_results(threads):

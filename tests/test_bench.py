@@ -10,7 +10,8 @@ def _row(case, ours_ms, torch_ms):
     ok = {"status": "ok", "check": {"passed": True, "max_abs_diff": {}}}
     return {"name": case.name, "case": {"lengths_sum": None},
             "fastlstm": {"ms": ours_ms},
-            "baselines": {"torch": {**ok, "ms": torch_ms, "ratio": torch_ms / ours_ms, "source": "torch-onednn"}}}
+            "baselines": {"torch": {**ok, "ms": torch_ms, "ratio": torch_ms / ours_ms,
+                                    "source": "torch-onednn"}}}
 
 
 def test_score_states_what_each_goal_asks_of_the_bound():
@@ -47,3 +48,13 @@ def test_a_met_goal_gets_no_note_and_a_missing_baseline_no_verdict():
     text = _bench.table([row])
     assert "needs" not in text
     assert "onnxruntime skipped: not installed (onnxruntime)" in text
+
+
+def test_the_peak_goal_is_a_fraction_of_the_fma_peak():
+    case = _bench.Case("b64-h512", 100, 64, 512, peak_goal=0.8)
+    row = _row(case, ours_ms=_bench.flops(case) / 170e9 * 1e3, torch_ms=1.0)
+    _bench.score(row, case, {"gflops": 150.0, "fma_loop_gflops": 200.0}, {"gflops": None}, threads=2)
+    (goal,) = row["goals"]
+    assert goal["goal"] == ">= 80% of the FMA peak" and goal["value"] == pytest.approx(0.85) and goal["met"]
+    assert " 85% " in _bench.table([row])  # the %fma column
+

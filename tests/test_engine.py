@@ -135,6 +135,29 @@ def test_step_equals_sequence(isa, rng, dtype):
         assert np.array_equal(out, m(x[:1, :1])[0][0, 0])
 
 
+def test_weights_are_packed_once_per_parameter_change(rng):
+    """Calls and steps reuse the module's packed weights; load_state_dict (and only it) makes new ones."""
+    m = fastlstm.LSTM(6, 9, num_layers=2, seed=3)
+    x = rng.standard_normal((4, 2, 6)).astype(np.float32)
+    y0 = m(x)[0]
+    packed = m._packed
+    for t in range(4):
+        m.step(x[t])
+        m(x)
+    m(x, train=True)
+    m.backward(np.ones_like(y0))
+    assert m._packed is packed  # inference and step: one pack; training has its own
+    train_packed = m._packed_train
+    m(x, train=True)
+    assert m._packed_train is train_packed
+    sd = m.state_dict()
+    sd["weight_hh_l1"] = sd["weight_hh_l1"] * 0.5
+    m.load_state_dict(sd)
+    assert m._packed is None and m._packed_train is None
+    y1 = m(x)[0]
+    assert m._packed is not packed and not np.array_equal(y0, y1)
+
+
 def test_long_sequence_stays_finite_and_close():
     m = fastlstm.LSTM(8, 16, seed=2)
     x = np.random.default_rng(1).standard_normal((3000, 2, 8)).astype(np.float32)

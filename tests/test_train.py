@@ -130,16 +130,22 @@ def test_gradients_are_bitwise_reproducible(rng, threads):
 
 
 def test_saved_state_budget():
-    """(5 * H + input width) * B values per step, layer and direction (H a multiple of the SIMD width here)."""
-    T, B, I, H = 50, 4, 24, 64
-    for L, bi in ((1, False), (2, True)):
-        m = fastlstm.LSTM(I, H, L, bidirectional=bi, seed=0)
+    """(5 H' + input width) * B values per step, layer and direction, H' = H rounded up to the SIMD width
+    (the __call__ docstring), plus the dropout masks between layers, T * B * input width each."""
+    T, B, I = 50, 4, 24
+    for L, bi, H, dropout in ((1, False, 64, 0.0), (2, True, 64, 0.0), (2, False, 20, 0.25), (3, True, 33, 0.5)):
+        m = fastlstm.LSTM(I, H, L, bidirectional=bi, dropout=dropout, seed=0)
         m(np.zeros((T, B, I), np.float32), train=True)
-        saved = m._tape[1].nbytes
+        packed, saved, masks = m._tape[:3]
+        U = packed.units
+        Hp = -(-H // U) * U
         D = 2 if bi else 1
-        budget = sum((5 * H + m.config.layer_input_size(k)) * B * T * D for k in range(L)) * 4
-        state = L * D * B * 2 * H * 4 + 64 * (4 * L * D + L)  # h0, c0 and alignment
-        assert saved <= budget + state, (saved, budget)
+        budget = sum((5 * Hp + m.config.layer_input_size(k)) * B * T * D for k in range(L)) * 4
+        state = L * D * B * 2 * Hp * 4 + 64 * (4 * L * D + L)  # h0, c0 and alignment
+        assert saved.nbytes <= budget + state, (saved.nbytes, budget)
+        mask_bytes = sum(mk.nbytes for mk in masks or [])
+        inputs_above = sum(T * B * m.config.layer_input_size(k) * 4 for k in range(1, L))
+        assert mask_bytes == (inputs_above if dropout else 0)
 
 
 def test_backward_uses_the_weights_of_its_forward(rng):

@@ -55,7 +55,7 @@ class Case:
     bidirectional: bool = False
     kind: str = "infer"  # infer | step | lengths | train
     goals: dict = field(default_factory=dict)  # baseline -> minimum time ratio baseline/fastlstm
-    peak_goal: float | None = None  # minimum fraction of the measured GEMM peak
+    peak_goal: float | None = None  # minimum fraction of the FMA peak
 
 
 CASES = [
@@ -577,9 +577,11 @@ def score(row: dict, case: Case, peak: dict, theo: dict, threads: int) -> None:
             goal.update(needs_ms=base_ms / target, bound_allows=base_ms / least["ms"],
                         needs_pct_bound=100 * target * least["ms"] / base_ms)
         row["goals"].append(goal)
-    if case.peak_goal:
-        frac = f["pct_gemm_peak"] / 100
-        row["goals"].append({"goal": f">= {case.peak_goal:.0%} of the GEMM peak", "baseline": "peak",
+    if case.peak_goal:  # BENCHMARKS.md: of the FMA peak (the measured GEMM peak where the probe is missing)
+        fma = "pct_fma_loop_peak" in f
+        key, label = ("pct_fma_loop_peak", "FMA peak") if fma else ("pct_gemm_peak", "GEMM peak")
+        frac = f[key] / 100
+        row["goals"].append({"goal": f">= {case.peak_goal:.0%} of the {label}", "baseline": "peak",
                              "target": case.peak_goal, "value": frac, "met": frac >= case.peak_goal})
 
 
@@ -614,15 +616,16 @@ def _row_line(row: dict) -> str:
     goals = ", ".join(f"{g['goal'].removeprefix('>= ')}: {verdict[g['met']]}" for g in row["goals"])
     gbps = f"{f['weights_gbps']:.1f}" if "weights_gbps" in f else "-"
     pct_bound = f"{f['pct_bound']:.0f}%" if "pct_bound" in f else "-"
+    pct_fma = f"{f['pct_fma_loop_peak']:.0f}%" if "pct_fma_loop_peak" in f else "-"
     ort, ref = _cell(b.get("onnxruntime", {})), _cell(b.get("reference", {}))
     busy = " [BUSY]" if _busy(row) else ""
     return (f"{row['name']:<15} {_fmt_time(f['ms']):>10} {tcell:>25} {ort:>20} {ref:>20} "
-            f"{f['gflops']:>8.1f} {f['pct_gemm_peak']:>5.0f}% {gbps:>6} {pct_bound:>6}  {goals}{busy}")
+            f"{f['gflops']:>8.1f} {pct_fma:>6} {gbps:>6} {pct_bound:>6}  {goals}{busy}")
 
 
 def table(rows: list[dict]) -> str:
     head = (f"{'config':<15} {'fastlstm':>10} {'torch (best mode)':>25} {'onnxruntime':>20} "
-            f"{'reference':>20} {'GFLOP/s':>8} {'%gemm':>6} {'GB/s':>6} {'%bound':>6}  goals (ratio baseline/fastlstm)")
+            f"{'reference':>20} {'GFLOP/s':>8} {'%fma':>6} {'GB/s':>6} {'%bound':>6}  goals (ratio baseline/fastlstm)")
     lines, notes = [head, "-" * len(head)], []
     for row in rows:
         lines.append(_row_line(row))
@@ -757,11 +760,13 @@ def main(argv=None) -> int:
     print()
     print(table(rows))
     gf = f"{theo['gflops']:.0f} GFLOP/s" if theo["gflops"] else "unknown"
-    print(f"\n%gemm: of the {peak['label']}, best of start and end: {peak['gflops']:.0f} GFLOP/s")
+    print()
+    if "fma_loop_gflops" in peak:
+        print(f"%fma: of the FMA peak, fastlstm's FMA-loop probe (best of start and end): "
+              f"{peak['fma_loop_gflops']:.0f} GFLOP/s")
+    print(f"{peak['label']}, best of start and end: {peak['gflops']:.0f} GFLOP/s (the JSON's pct_gemm_peak)")
     print(f"{theo['label']}: {gf} (clock: {theo['clock_source']})")
     print("%bound: the least time the measured limits allow (the row's note names them) over fastlstm's time")
-    if "fma_loop_gflops" in peak:
-        print(f"fastlstm's FMA-loop probe: {peak['fma_loop_gflops']:.0f} GFLOP/s")
     if results["plot"].startswith("skipped"):
         print(f"ratios.png {results['plot']}")
     print(f"results: {out.resolve()}")

@@ -220,7 +220,11 @@ class LSTM:
         return x, x3, h0, c0, lengths, unbatched
 
     def __call__(self, x, hx=None, *, lengths=None, train=False):
-        """(y, (h_n, c_n)) of API.md. train=True keeps what backward needs and applies dropout."""
+        """(y, (h_n, c_n)) of API.md. train=True applies dropout and keeps what backward needs: per time step,
+        layer and direction, (5 H' + input width) * B values (the four post-activation gates and c, and the
+        layer's input; H' is H rounded up to the SIMD width, 16 floats with AVX-512, so H' = H for H a
+        multiple of it), plus the dropout masks between layers (T * B * input width each). backward
+        recomputes h and the rest."""
         train = _bool_arg("train", train)
         x, x3, h0, c0, lengths, unbatched = self._check_input(x, hx, lengths)
         if train:

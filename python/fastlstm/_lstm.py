@@ -318,21 +318,24 @@ class LSTM:
     def step(self, x_t, hx=None):
         """One time step for streaming: x_t (B, I) or (I,) -> (h, (h_n, c_n)) with h the step's output
         (B, H_out) and (h_n, c_n) the new state (L, B, H_out), (L, B, H); the numbers of __call__ on T = 1."""
-        # The streaming fast path: arrays already in the module's dtype and layout go straight to the
-        # bindings, which check every shape and dtype themselves (naming x, h0, c0).
+        # The streaming fast path: a batched numpy x_t goes straight to the bindings, which check every dtype,
+        # shape and layout themselves; what they refuse (or an hx that is not a pair) goes the checked way
+        # below, which converts what it can and raises with the caller's argument names (x_t, hx). A
+        # refused call has no effect: its outputs are new arrays.
         packed = self._packed
         if (packed is not None and self._packed_isa is _runtime._isa and type(x_t) is np.ndarray
-                and x_t.ndim == 2 and x_t.dtype == self.dtype and x_t.flags.c_contiguous
-                and x_t.shape[0] >= 1 and x_t.shape[1] == self.config.input_size and not self.config.bidirectional):
-            if hx is None:
-                y, h_n, c_n = _core.forward(packed, x_t[None], None, None, None, False)
-                return y[0], (h_n, c_n)
-            if type(hx) is tuple and len(hx) == 2:
-                h0, c0 = hx
-                if (type(h0) is np.ndarray and type(c0) is np.ndarray and h0.ndim == 3 and c0.ndim == 3
-                        and h0.dtype == self.dtype and c0.dtype == self.dtype):
+                and x_t.ndim == 2 and not self.config.bidirectional):
+            try:
+                if hx is None:
+                    y, h_n, c_n = _core.forward(packed, x_t[None], None, None, None, False)
+                else:
+                    h0, c0 = hx
+                    if type(h0) is not np.ndarray or type(c0) is not np.ndarray:
+                        raise TypeError("hx")  # the checked way converts or names what is wrong
                     y, h_n, c_n = _core.forward(packed, x_t[None], h0, c0, None, False)
-                    return y[0], (h_n, c_n)
+                return y[0], (h_n, c_n)
+            except (TypeError, ValueError):
+                pass
         return self._step_checked(x_t, hx)
 
     def _step_checked(self, x_t, hx):

@@ -171,3 +171,27 @@ def test_backward_twice_on_one_forward_gives_the_same_bits(rng):
     g1 = dict(m.grads)
     dx2, _ = m.backward(dy)
     assert np.array_equal(dx1, dx2) and all(np.array_equal(g1[k], m.grads[k]) for k in g1)
+
+
+def test_padding_is_never_read(isa, rng):
+    """Finished sequences leave the batch: NaN in x and dy past each length changes no bit of any output,
+    gradient or dx (dx is 0 there), in both directions and every layer."""
+    m = fastlstm.LSTM(5, 16, 2, bidirectional=True, seed=4)
+    T, B = 9, 5
+    lengths = np.array([9, 3, 7, 1, 5])
+    x = rng.standard_normal((T, B, 5)).astype(np.float32)
+    dy = rng.standard_normal((T, B, 32)).astype(np.float32)
+    pad = np.arange(T)[:, None] >= lengths[None, :]  # (T, B)
+    x[pad], dy[pad] = 0, 0
+    x_nan, dy_nan = x.copy(), dy.copy()
+    x_nan[pad], dy_nan[pad] = np.nan, np.nan
+    results = []
+    for xs, dys in ((x, dy), (x_nan, dy_nan)):
+        y_inf, (h_inf, _) = m(xs, lengths=lengths)
+        y, (h, c) = m(xs, lengths=lengths, train=True)
+        dx, (dh0, dc0) = m.backward(dys)
+        results.append([y_inf, h_inf, y, h, c, dx, dh0, dc0, *m.grads.values()])
+    for a, b in zip(*results, strict=True):
+        assert np.all(np.isfinite(b))
+        np.testing.assert_array_equal(a, b)
+    assert np.all(results[1][5][pad] == 0)

@@ -329,7 +329,7 @@ class LSTM:
                 if hx is None:
                     y, h_n, c_n = _core.forward(packed, x_t[None], None, None, None, False)
                 else:
-                    h0, c0 = hx
+                    h0, c0 = hx if type(hx) is tuple else (None, None)
                     if type(h0) is not np.ndarray or type(c0) is not np.ndarray:
                         raise TypeError("hx")  # the checked way converts or names what is wrong
                     y, h_n, c_n = _core.forward(packed, x_t[None], h0, c0, None, False)

@@ -1030,7 +1030,7 @@ double step_exchange_us(int num_threads, std::size_t bytes, int steps) {
   };
   auto* words = static_cast<std::uint32_t*>(buf.data());
   Probe probe{{words, words + bytes / 4}, bytes / 4, steps, {}, {}};
-  probe.barrier.reset(lease.form(1e300));
+  probe.barrier.reset(lease.form(TeamLease::kWholeTeam));
   lease.run(&Probe::member, &probe);  // warm-up
   const auto t0 = std::chrono::steady_clock::now();
   lease.run(&Probe::member, &probe);

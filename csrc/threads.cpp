@@ -244,7 +244,7 @@ int TeamLease::form(double work_flops) {
   }
   // How long a worker is worth waiting for: an eighth of the call's time on one thread (at ~50 GFLOP/s),
   // between 3 us (a spinning worker joins in well under 1 us) and 2 ms (a sleeping one wakes in ~10-50).
-  const double ns = std::clamp(work_flops / 50.0 / 8.0, 3e3, 2e6);
+  const double ns = work_flops >= kWholeTeam ? -1.0 : std::clamp(work_flops / 50.0 / 8.0, 3e3, 2e6);
   size_ = 1 + Pool::instance().admit(size_ - 1, std::chrono::nanoseconds(static_cast<std::int64_t>(ns)));
   joined_waiting_ = size_ > 1;
   if (size_ == 1) {  // nobody came: give the pool back to other calls at once
@@ -255,7 +255,7 @@ int TeamLease::form(double work_flops) {
 }
 
 void TeamLease::run(TeamFn fn, void* ctx) {
-  form(1e300);  // a lease run without form(): the whole team, however long it takes to gather
+  form(kWholeTeam);  // a lease run without form()
   if (size_ == 1) {
     fn(ctx, 0, 1);
     return;

@@ -37,6 +37,9 @@ class TeamLease {
   TeamLease(const TeamLease&) = delete;
   TeamLease& operator=(const TeamLease&) = delete;
   // Forms the team for a call of about `work_flops` floating-point operations; returns its size (>= 1).
+  // kWholeTeam: every worker of the lease, however long it takes them to come (probes that measure a
+  // team, and run() without form()).
+  static constexpr double kWholeTeam = 1e300;
   int form(double work_flops);
   int size() const { return size_; }
   // Runs fn(ctx, tid, size()) for every tid; returns when all have returned. fn must not throw.

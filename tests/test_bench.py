@@ -58,3 +58,25 @@ def test_the_peak_goal_is_a_fraction_of_the_fma_peak():
     assert goal["goal"] == ">= 80% of the FMA peak" and goal["value"] == pytest.approx(0.85) and goal["met"]
     assert " 85% " in _bench.table([row])  # the %fma column
 
+
+
+def test_b1_bound_takes_the_best_probe_sample_of_the_run(monkeypatch):
+    """A probe measured at a bad moment (half the bandwidth) is measured again at the end of the run, and
+    the bound uses the better sample."""
+    import fastlstm
+
+    samples = {"bw": iter([100.0] * 3 + [200.0] * 3), "ex": iter([0.9] * 3 + [0.3] * 3)}
+    monkeypatch.setattr(_bench, "_PROBES", {})
+    monkeypatch.setattr(fastlstm._core, "read_bandwidth_gbs", lambda *a: next(samples["bw"]))
+    monkeypatch.setattr(fastlstm._core, "step_exchange_us", lambda *a: next(samples["ex"]))
+    case = _bench.Case("b1-h128", 100, 1, 128)
+    peak = {"fma_loop_gflops": 200.0}
+    weights = 4 * 128 * 128 * 4  # W_hh, bytes
+    projection_ms = _bench.flops(case) / 2 / 200e9 * 1e3
+
+    first = _bench.bound(case, peak, threads=2)
+    assert first["ms"] == pytest.approx(100 * weights / 100e9 * 1e3 + projection_ms + 100 * 0.9e-3)
+    _bench.remeasure_probes()
+    again = _bench.bound(case, peak, threads=2)
+    assert again["ms"] == pytest.approx(100 * weights / 200e9 * 1e3 + projection_ms + 100 * 0.3e-3)
+    assert "200 GB/s" in again["limit"] and "0.30 us a step" in again["limit"]

@@ -147,40 +147,34 @@ def measure_gemm_peak(threads: int) -> dict:
     return peak
 
 
-# The machine probes of the B = 1 bounds, key -> (measure, best, samples). Each is measured when a row first
-# needs it and again at the end of the run: the 2 vCPUs of a VM are sometimes placed on one physical core for
-# a while (both probes then read about half), and a bound taken from such a moment alone would be wrong.
+# The machine probes of the B = 1 bounds: key -> (measure, samples). A sample is the read bandwidth and the h
+# exchange measured back to back; the bound takes the best sample as a whole. Each key is measured when a
+# row first needs it and again at the end of the run: the VM's 2 vCPUs are at times placed on one physical
+# core (the bandwidth then halves and the exchange gets 5x cheaper), and a bound from one such moment, or one
+# mixing the two placements, is not the machine's.
 _PROBES: dict = {}
 
 
-def _probe(key, measure, best) -> float:
+def _b1_samples(threads: int, share: int, group: int, nbytes: int) -> list[tuple[float, float]]:
+    """[(GB/s of `threads` threads each sweeping `share` bytes, us to exchange `nbytes` of h among `group`
+    threads, 0 for one)]: fastlstm's probes, the best of three each."""
+    key = (threads, max(4096, int(share)), group, nbytes)
     if key not in _PROBES:
-        _settle()
-        _PROBES[key] = (measure, best, [best(measure() for _ in range(3))])
-    return best(_PROBES[key][2])
+        isa = fastlstm.backends()["cpu"]["isa"]
+
+        def measure():
+            _settle()
+            bw = max(fastlstm._core.read_bandwidth_gbs(isa, threads, key[1], 0.1) for _ in range(3))
+            ex = min(fastlstm._core.step_exchange_us(group, nbytes) for _ in range(3)) if group > 1 else 0.0
+            return bw, ex
+        _PROBES[key] = (measure, [measure()])
+    return _PROBES[key][1]
 
 
 def remeasure_probes() -> None:
-    """Adds a sample to every probe measured so far (the end of a run); each keeps the best of its samples."""
-    for measure, best, samples in _PROBES.values():
-        _settle()
-        samples.append(best(measure() for _ in range(3)))
-
-
-def read_bandwidth(threads: int, bytes_per_thread: int) -> float:
-    """GB/s of vector loads sweeping `bytes_per_thread` on each of `threads` threads (fastlstm's probe): the
-    rate at which a B = 1 call can stream its weights each step, from the cache level they fit in."""
-    size = max(4096, int(bytes_per_thread))
-    isa = fastlstm.backends()["cpu"]["isa"]
-    return _probe(("bandwidth", threads, size),
-                  lambda: fastlstm._core.read_bandwidth_gbs(isa, threads, size, 0.1), max)
-
-
-def step_exchange(threads: int, nbytes: int) -> float:
-    """Microseconds a step of a recurrence split across `threads` spends exchanging its `nbytes` state
-    (fastlstm's probe: write a share, meet at the barrier, read the whole), the best of its samples."""
-    return _probe(("exchange", threads, nbytes),
-                  lambda: fastlstm._core.step_exchange_us(threads, nbytes), min)
+    """Adds a sample to every probe measured so far (at the end of a run)."""
+    for measure, samples in _PROBES.values():
+        samples.append(measure())
 
 
 def weight_bytes_per_step(case: Case) -> int:
@@ -203,15 +197,17 @@ def bound(case: Case, peak: dict, threads: int, lengths_sum: int | None = None) 
         return {"ms": total / gf / 1e6, "limit": f"FLOPs at the FMA-loop peak {gf:.0f} GFLOP/s"}
     per_step = weight_bytes_per_step(case)
     share = per_step // threads  # the hidden units, and so the weights, are split evenly across threads
-    bw = read_bandwidth(threads, share)
     steps = 1 if case.kind == "step" else case.T
-    stream_ms = steps * per_step / bw / 1e6
     projection_ms = 0 if case.kind == "step" else total / 2 / gf / 1e6  # half the FLOPs are the projection
     # Each layer's step waits for every thread's share of h; the two directions run side by side on half
     # the threads each.
     group = threads // (2 if case.bidirectional else 1)
-    exchange_us = step_exchange(group, 4 * case.H) if group > 1 else 0.0
-    return {"ms": stream_ms + projection_ms + steps * case.layers * exchange_us / 1e3,
+
+    def ms(sample):
+        bw, exchange_us = sample
+        return steps * per_step / bw / 1e6 + projection_ms + steps * case.layers * exchange_us / 1e3
+    bw, exchange_us = min(_b1_samples(threads, share, group, 4 * case.H), key=ms)
+    return {"ms": ms((bw, exchange_us)),
             "limit": f"{per_step / 2**10:.0f} KiB of weights a step at {bw:.0f} GB/s (read bandwidth measured "
                      f"for {share / 2**10:.0f} KiB per thread)"
                      + ("" if case.kind == "step" else f" + the input projection at {gf:.0f} GFLOP/s")

@@ -744,7 +744,7 @@ struct BackCall {
       o_gw_hr[d] = ws.reserve(mul_sz(mul_sz(H, h_ld), sizeof(T)));
     }
     const std::size_t o_dxptr = ws.reserve(mul_sz(mul_sz(M, 2), sizeof(void*)));
-    const std::size_t gw_bytes = mul_sz(grad_workspace_elems(Imax, Hout, m.units), sizeof(T));
+    const std::size_t gw_bytes = mul_sz(grad_workspace_elems(m.units), sizeof(T));
     std::size_t o_gwork[64];
     for (int i = 0; i < n; ++i) o_gwork[i] = ws.reserve(gw_bytes);
     const std::size_t o_gwork_ptrs = ws.reserve(sizeof(void*) * static_cast<std::size_t>(n));

@@ -88,11 +88,11 @@ struct GradTask {
   void* gw_hr_t = nullptr;                 // [H][h_ld]
   std::int64_t h_ld = 0, c_ld = 0;
   void* const* work = nullptr;             // per thread: grad_workspace_bytes
-  static constexpr int kRowChunk = 128;
+  static constexpr int kRowChunk = 512;
 };
-// Per-thread workspace of run_grads: the chunk's inputs transposed and one block's dz panel.
-static inline std::size_t grad_workspace_elems(int I, int hout, int units) {
-  return static_cast<std::size_t>(I + hout) * GradTask::kRowChunk + static_cast<std::size_t>(GradTask::kRowChunk) * 4 * units;
+// Per-thread workspace of run_grads: one block's dz panel for a chunk of rows.
+static inline std::size_t grad_workspace_elems(int units) {
+  return static_cast<std::size_t>(GradTask::kRowChunk) * 4 * units;
 }
 
 // dX of a layer: dx(m) = sum over directions of dz_d(m) W_ih_d, times a dropout mask for layers > 0.

@@ -197,67 +197,47 @@ struct Grads {
   using R = typename V::R;
   static constexpr int N = V::N;
   static constexpr int G4 = 4 * N;
-  static constexpr int kRowChunk = GradTask::kRowChunk;  // rows per pass: transposed inputs stay in L2
+  static constexpr int kRowChunk = GradTask::kRowChunk;  // rows per pass (the dz panel: 128 KB float, in L2)
 
   const GradTask& tk;
 
-  // out_t[c][block's 4N gate rows] (+)= sum over the chunk's rows of src_t[c][m] * dzp[m][4N], c in [0, ncols).
+  // out_t[c][block's 4N gate rows] (+)= sum over the chunk's rows m of rows[m0 + m][c] * dzp[m][4N], for the
+  // MR columns from c0: each input row read where it lies (a broadcast of MR neighbours), the block's dz
+  // panel packed contiguously (rows of dz are 4 * c_ld apart: a power of two that would crowd a few L1 sets).
   template <int MR>
-  void cols(int c0, int mc, const T* src_t, const T* dzp, T* out, bool first) {
+  void cols(int c0, int m0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
     R acc[MR][4];
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < 4; ++g) acc[r][g] = first ? V::zero() : V::load(out + (c0 + r) * 4 * tk.c_ld + g * N);
-    const T* a[MR];
-    for (int r = 0; r < MR; ++r) a[r] = src_t + static_cast<std::int64_t>(c0 + r) * kRowChunk;
-    const T* w[1] = {dzp};
-    tile<V, MR, 1, 4>(mc, a, w, acc);
+    tile_outer<V, MR, 4>(0, mc, rows + m0, c0, dzp_rows, 0, acc);
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < 4; ++g) V::store(out + (c0 + r) * 4 * tk.c_ld + g * N, acc[r][g]);
   }
 
-  void all_cols(int ncols, int mc, const T* src_t, const T* dzp, T* out, bool first) {
+  void all_cols(int ncols, int m0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
     int c = 0;
-    for (; c + V::MR <= ncols; c += V::MR) cols<V::MR>(c, mc, src_t, dzp, out, first);
+    for (; c + V::MR <= ncols; c += V::MR) cols<V::MR>(c, m0, mc, rows, dzp_rows, out, first);
     Direction<V>::dispatch_tail(ncols - c, c, [&](auto mr, int c0) {
-      this->template cols<decltype(mr)::value>(c0, mc, src_t, dzp, out, first);
+      this->template cols<decltype(mr)::value>(c0, m0, mc, rows, dzp_rows, out, first);
     });
-  }
-
-  // src_t[c][m] = rows[m0 + m][c]: the chunk's inputs transposed, so the products run as packed GEMM tiles.
-  // By 16 columns at a time, so the rows written (16 * kRowChunk elements) stay in L1: column by column
-  // over whole rows, every store missed it (a tenth of this kernel's time, measured).
-  static void transpose(const void* const* rows, int m0, int mc, int ncols, T* dst) {
-    constexpr int kCols = 16;
-    for (int c0 = 0; c0 < ncols; c0 += kCols) {
-      const int cw = ncols - c0 < kCols ? ncols - c0 : kCols;
-      T* d = dst + static_cast<std::int64_t>(c0) * kRowChunk;
-      for (int m = 0; m < mc; ++m) {
-        const T* src = static_cast<const T*>(rows[m0 + m]) + c0;
-        for (int c = 0; c < cw; ++c) d[static_cast<std::int64_t>(c) * kRowChunk + m] = src[c];
-      }
-    }
   }
 
   void run(int tid, int nthreads) {
     const int hout = tk.P > 0 ? tk.P : tk.H;
     int nb_begin, nb_end;
     split_range((tk.H + N - 1) / N, tid, nthreads, &nb_begin, &nb_end);
-    T* xt = static_cast<T*>(tk.work[tid]);            // [I][kRowChunk]
-    T* ht = xt + static_cast<std::int64_t>(tk.I) * kRowChunk;  // [Hout][kRowChunk]
-    T* dzp = ht + static_cast<std::int64_t>(hout) * kRowChunk;  // [kRowChunk][4N]
+    T* dzp = static_cast<T*>(tk.work[tid]);  // [kRowChunk][4N]
+    const void* dzp_rows[kRowChunk];
+    for (int m = 0; m < kRowChunk; ++m) dzp_rows[m] = dzp + static_cast<std::int64_t>(m) * G4;
     for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
       const int mc = tk.M - m0 < kRowChunk ? tk.M - m0 : kRowChunk;
-      if (nb_begin < nb_end) {
-        transpose(tk.x_rows, m0, mc, tk.I, xt);
-        transpose(tk.hprev_rows, m0, mc, hout, ht);
-      }
       for (int nb = nb_begin; nb < nb_end; ++nb) {
         for (int m = 0; m < mc; ++m) {
           const T* src = static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4;
           for (int g = 0; g < 4; ++g) V::store(dzp + m * G4 + g * N, V::load(src + g * N));
         }
-        all_cols(tk.I, mc, xt, dzp, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
-        all_cols(hout, mc, ht, dzp, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
+        all_cols(tk.I, m0, mc, tk.x_rows, dzp_rows, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
+        all_cols(hout, m0, mc, tk.hprev_rows, dzp_rows, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
       }
     }
     for (int nb = nb_begin; nb < nb_end; ++nb) {

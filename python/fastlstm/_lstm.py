@@ -318,21 +318,22 @@ class LSTM:
     def step(self, x_t, hx=None):
         """One time step for streaming: x_t (B, I) or (I,) -> (h, (h_n, c_n)) with h the step's output
         (B, H_out) and (h_n, c_n) the new state (L, B, H_out), (L, B, H); the numbers of __call__ on T = 1."""
-        # The streaming fast path: a batched numpy x_t goes straight to the bindings, which check every dtype,
-        # shape and layout themselves; what they refuse (or an hx that is not a pair) goes the checked way
-        # below, which converts what it can and raises with the caller's argument names (x_t, hx). A
+        # The streaming fast path: a batched numpy x_t and an hx of None or two numpy arrays go straight to
+        # the bindings, which check every dtype, shape and layout themselves; what they refuse goes the checked
+        # way below, which converts what it can and raises with the caller's argument names (x_t, hx). A
         # refused call has no effect: its outputs are new arrays.
         packed = self._packed
         if (packed is not None and self._packed_isa is _runtime._isa and type(x_t) is np.ndarray
                 and x_t.ndim == 2 and not self.config.bidirectional):
+            if hx is None:
+                h0 = c0 = None
+            elif (type(hx) is tuple and len(hx) == 2
+                  and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray):
+                h0, c0 = hx
+            else:
+                return self._step_checked(x_t, hx)
             try:
-                if hx is None:
-                    y, h_n, c_n = _core.forward(packed, x_t[None], None, None, None, False)
-                else:
-                    h0, c0 = hx if type(hx) is tuple else (None, None)
-                    if type(h0) is not np.ndarray or type(c0) is not np.ndarray:
-                        raise TypeError("hx")  # the checked way converts or names what is wrong
-                    y, h_n, c_n = _core.forward(packed, x_t[None], h0, c0, None, False)
+                y, h_n, c_n = _core.forward(packed, x_t[None], h0, c0, None, False)
                 return y[0], (h_n, c_n)
             except (TypeError, ValueError):
                 pass

@@ -319,9 +319,9 @@ class LSTM:
         """One time step for streaming: x_t (B, I) or (I,) -> (h, (h_n, c_n)) with h the step's output
         (B, H_out) and (h_n, c_n) the new state (L, B, H_out), (L, B, H); the numbers of __call__ on T = 1."""
         # The streaming fast path: a batched numpy x_t and an hx of None or two numpy arrays go straight to
-        # the bindings, which check every dtype, shape and layout themselves; what they refuse goes the checked
-        # way below, which converts what it can and raises with the caller's argument names (x_t, hx). A
-        # refused call has no effect: its outputs are new arrays.
+        # the bindings, which check every dtype, shape and layout themselves; what they refuse goes the
+        # checked way below, which converts what it can and raises with the caller's argument names (x_t,
+        # hx). A refused call has no effect: its outputs are new arrays.
         packed = self._packed
         if (packed is not None and self._packed_isa is _runtime._isa and type(x_t) is np.ndarray
                 and x_t.ndim == 2 and not self.config.bidirectional):

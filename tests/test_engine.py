@@ -136,26 +136,47 @@ def test_step_equals_sequence(isa, rng, dtype):
 
 
 def test_weights_are_packed_once_per_parameter_change(rng):
-    """Calls and steps reuse the module's packed weights; load_state_dict (and only it) makes new ones."""
+    """Calls and steps reuse the module's packed weights (training weights serve inference too);
+    load_state_dict, and only it, makes new ones."""
     m = fastlstm.LSTM(6, 9, num_layers=2, seed=3)
     x = rng.standard_normal((4, 2, 6)).astype(np.float32)
     y0 = m(x)[0]
-    packed = m._packed
+    packed = m.packed()
+    assert not packed.training and packed.nbytes > 0
     for t in range(4):
         m.step(x[t])
         m(x)
+    assert m.packed() is packed
     m(x, train=True)
     m.backward(np.ones_like(y0))
-    assert m._packed is packed  # inference and step: one pack; training has its own
-    train_packed = m._packed_train
+    train_packed = m.packed(True)
+    assert train_packed.training and train_packed is not packed
     m(x, train=True)
-    assert m._packed_train is train_packed
+    m(x)
+    m.step(x[0])
+    assert m.packed() is train_packed and m.packed(True) is train_packed
     sd = m.state_dict()
     sd["weight_hh_l1"] = sd["weight_hh_l1"] * 0.5
     m.load_state_dict(sd)
-    assert m._packed is None and m._packed_train is None
     y1 = m(x)[0]
-    assert m._packed is not packed and not np.array_equal(y0, y1)
+    assert m.packed() is not train_packed and not np.array_equal(y0, y1)
+
+
+def test_packed_weights_follow_the_kernel_family(rng):
+    """Selecting another kernel family makes the module pack again for it (the old weights are stale)."""
+    m = fastlstm.LSTM(6, 9, seed=3)
+    x = rng.standard_normal((4, 2, 6)).astype(np.float32)
+    m(x)
+    before = m.packed()
+    previous = _runtime.selected_isa()
+    try:
+        for isa in _runtime.available_isas():
+            _runtime._set_isa(isa)
+            m(x)
+            assert isa in m.packed().engine_name
+    finally:
+        _runtime._set_isa(previous)
+    assert len(_runtime.available_isas()) == 1 or before.stale
 
 
 def test_long_sequence_stays_finite_and_close():

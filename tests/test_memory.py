@@ -15,7 +15,7 @@ fastlstm.LSTM(4, 4)(np.zeros((2, 1, 4), np.float32))  # start the thread pool ou
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 y, _ = m(x)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((peak - base) * 1024, y.nbytes, m._engine().nbytes)
+print((peak - base) * 1024, y.nbytes, m.packed().nbytes)
 """
 
 
@@ -47,7 +47,7 @@ for _ in range(20):
     m(x, train=True)
     m.backward(dy)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print((peak - base) * 1024, m._tape[1].nbytes)
+print((peak - base) * 1024, m._tape.nbytes)
 """
 
 

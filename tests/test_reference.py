@@ -302,7 +302,7 @@ def test_backward_matches_finite_differences(kw, T, B, lengths):
     train = cfg.dropout > 0
     masks = None
     if train:  # fixed masks make the loss a deterministic function of the inputs
-        masks = reference.make_dropout_masks(cfg, T, B, np.float64, rng)
+        masks = cfg.dropout_masks(T, B, np.float64, rng)
         assert all((m == 0).any() for m in masks)
     kw_fw = {"lengths": lengths, "train": train, "dropout_masks": masks}
 
@@ -342,7 +342,7 @@ def test_dropout_masks_apply_between_layers():
     rng = np.random.default_rng(5)
     T, B, D = 5, 2, cfg.num_directions
     params, x, (h0, c0) = rand_params(cfg, rng), rand_x(cfg, rng, T, B), rand_hx(cfg, rng, B)
-    masks = reference.make_dropout_masks(cfg, T, B, np.float64, rng)
+    masks = cfg.dropout_masks(T, B, np.float64, rng)
     (y, (hn, cn)), _ = reference.forward(cfg, params, x, (h0, c0), train=True, dropout_masks=masks)
 
     inp, states = x, []
@@ -368,16 +368,16 @@ def test_dropout_masks_apply_between_layers():
 
 def test_dropout_masks_from_rng():
     cfg = Config(2, 5, num_layers=3, dropout=0.3, bidirectional=True)
-    masks = reference.make_dropout_masks(cfg, 400, 8, np.float64, np.random.default_rng(6))
+    masks = cfg.dropout_masks(400, 8, np.float64, np.random.default_rng(6))
     assert len(masks) == cfg.num_layers - 1
     for m in masks:
         assert m.shape == (400, 8, 10) and m.dtype == np.float64
         assert set(np.unique(m)) == {0.0, 1 / 0.7}
         assert abs((m == 0).mean() - 0.3) < 0.02
-    # without dropout_masks the masks come from rng, as make_dropout_masks draws them
+    # without dropout_masks the masks come from rng, as Config.dropout_masks draws them
     rng = np.random.default_rng(7)
     params, x = rand_params(cfg, rng), rand_x(cfg, rng, 4, 3)
     drawn = reference.forward(cfg, params, x, train=True, rng=np.random.default_rng(8))[0]
-    given = reference.forward(cfg, params, x, train=True, dropout_masks=reference.make_dropout_masks(
-        cfg, 4, 3, np.float64, np.random.default_rng(8)))[0]
+    given = reference.forward(cfg, params, x, train=True, dropout_masks=cfg.dropout_masks(
+        4, 3, np.float64, np.random.default_rng(8)))[0]
     np.testing.assert_array_equal(drawn[0], given[0])

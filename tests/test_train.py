@@ -28,7 +28,7 @@ def test_gradients_match_reference(isa, rng, dtype, opts, T, B, I, H):
     for hx, lengths in ((False, False), (True, True)):
         x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype=dtype)
         y, (h, c) = m(x, state, lengths=lens, train=True)
-        masks = m._tape[2]
+        masks = m._tape.dropout_masks
         dy, dhn, dcn = (rng.standard_normal(a.shape).astype(dtype) for a in (y, h, c))
         dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
         p64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
@@ -129,36 +129,49 @@ def test_gradients_are_bitwise_reproducible(rng, threads):
         assert all(np.array_equal(g[k], g0[k]) for k in g0), (isa, n)
 
 
-def test_saved_state_budget():
+def test_saved_state_budget(isa):
     """(5 H' + input width) * B values per step, layer and direction, H' = H rounded up to the SIMD width
-    (the __call__ docstring), plus the dropout masks between layers, T * B * input width each."""
+    (the __call__ docstring; at most 16 floats), plus the dropout masks between layers, T * B * input width
+    each; and exactly what the engine answers beforehand."""
     T, B, I = 50, 4, 24
     for L, bi, H, dropout in ((1, False, 64, 0.0), (2, True, 64, 0.0), (2, False, 20, 0.25), (3, True, 33, 0.5)):
         m = fastlstm.LSTM(I, H, L, bidirectional=bi, dropout=dropout, seed=0)
         m(np.zeros((T, B, I), np.float32), train=True)
-        packed, saved, masks = m._tape[:3]
-        U = packed.units
-        Hp = -(-H // U) * U
+        tape = m._tape
+        Hp = -(-H // 16) * 16
         D = 2 if bi else 1
         budget = sum((5 * Hp + m.config.layer_input_size(k)) * B * T * D for k in range(L)) * 4
         state = L * D * B * 2 * Hp * 4 + 64 * (4 * L * D + L)  # h0, c0 and alignment
-        assert saved.nbytes <= budget + state, (saved.nbytes, budget)
-        mask_bytes = sum(mk.nbytes for mk in masks or [])
+        assert tape.nbytes <= budget + state, (tape.nbytes, budget)
+        w = m.packed(True)
+        assert tape.nbytes == w.engine.sizes(w.packed, T, B, True)["saved"]
+        mask_bytes = sum(mk.nbytes for mk in tape.dropout_masks or [])
         inputs_above = sum(T * B * m.config.layer_input_size(k) * 4 for k in range(1, L))
         assert mask_bytes == (inputs_above if dropout else 0)
 
 
-def test_backward_uses_the_weights_of_its_forward(rng):
+def test_load_state_dict_discards_a_pending_training_call(rng):
     m = fastlstm.LSTM(3, 5, seed=1, dtype="float64")
     x = rng.standard_normal((4, 2, 3))
     m(x, train=True)
+    m.load_state_dict(m.state_dict())
+    with pytest.raises(RuntimeError, match="train=True"):
+        m.backward(np.ones((4, 2, 5)))
+
+
+def test_backward_uses_the_weights_of_its_forward(rng):
+    """A tape differentiates the weights it ran on, whatever was packed since (fastlstm.functional)."""
+    m = fastlstm.LSTM(3, 5, seed=1, dtype="float64")
+    x = rng.standard_normal((4, 2, 3))
     sd = m.state_dict()
-    m.load_state_dict({k: v * 0 for k, v in sd.items()})
-    dx, _ = m.backward(np.ones((4, 2, 5)))
-    m.load_state_dict(sd)
+    w = fastlstm.functional.pack(m.config, sd, dtype="float64", training=True)
+    _, _, tape = fastlstm.functional.forward(w, x, train=True)
+    fastlstm.functional.pack(m.config, {k: v * 0 for k, v in sd.items()}, dtype="float64", training=True)
+    dx, _, grads = fastlstm.functional.backward(tape, np.ones((4, 2, 5)))
     m(x, train=True)
     dx2, _ = m.backward(np.ones((4, 2, 5)))
     np.testing.assert_array_equal(dx, dx2)
+    assert all(np.array_equal(grads[k], m.grads[k]) for k in sd)
 
 
 def test_backward_twice_on_one_forward_gives_the_same_bits(rng):

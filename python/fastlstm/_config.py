@@ -1,12 +1,15 @@
-"""The shape of an LSTM: hyper-parameters, derived sizes and parameter names (API.md's letters).
+"""The shape of an LSTM: hyper-parameters, derived sizes, parameter names and the dropout masks.
 
-One place decides parameter names, shapes and order; the LSTM class, the reference and the engines'
-packing all read it from here.
+One place decides parameter names, shapes and order, and how dropout masks are drawn; the LSTM class, the
+functional layer, the torch drop-in and the NumPy reference all read them from here. Letters as in
+docs/api.md: H hidden_size, H_out = proj_size if proj_size > 0 else H, D = 2 if bidirectional else 1.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 GATES = ("i", "f", "g", "o")  # the order of the 4H blocks of every gate weight and bias (torch's)
 PEEPHOLES = ("i", "f", "o")
@@ -14,6 +17,12 @@ PEEPHOLES = ("i", "f", "o")
 
 @dataclass(frozen=True)
 class Config:
+    """The hyper-parameters of an LSTM (torch.nn.LSTM's, plus ``peephole``); immutable.
+
+    ``fastlstm.LSTM(...).config`` is one; build one directly for the functional layer
+    (``fastlstm.functional``) and the NumPy reference: ``Config(input_size=80, hidden_size=256, num_layers=2)``.
+    """
+
     input_size: int
     hidden_size: int
     num_layers: int = 1
@@ -80,3 +89,14 @@ class Config:
             "w_hr": "weight_hr", "p_i": "peephole_i", "p_f": "peephole_f", "p_o": "peephole_o",
         }[short]
         return f"{long}_l{layer}{self.suffixes()[direction]}"
+
+    def dropout_masks(self, T: int, B: int, dtype, rng: np.random.Generator) -> list[np.ndarray] | None:
+        """The dropout masks of one training call: one [T, B, D*H_out] array per layer but the last, each element
+        0 with probability ``dropout``, else 1 / (1 - dropout), drawn from ``rng`` in layer order; None when
+        there is no dropout to apply (dropout = 0 or one layer)."""
+        p = self.dropout
+        if p <= 0 or self.num_layers < 2:
+            return None
+        shape = (T, B, self.num_directions * self.out_size)
+        scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+        return [((rng.random(shape) >= p) * scale).astype(dtype) for _ in range(self.num_layers - 1)]

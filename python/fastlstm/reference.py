@@ -1,4 +1,4 @@
-"""fastlstm.reference: the math of API.md in plain NumPy, forward and backpropagation through time.
+"""fastlstm.reference: the math of fastlstm.LSTM in plain NumPy, forward and backpropagation through time.
 
 The oracle of every test and the executable documentation of the math; never on a fast path. It computes
 in the floating dtype of ``x`` (float32 or float64) and covers every option: layers, bidirectional,
@@ -30,25 +30,13 @@ import numpy as np
 
 from ._config import Config
 
-__all__ = ["Config", "forward", "backward", "cell", "sigmoid", "make_dropout_masks", "Tape"]
+__all__ = ["Config", "forward", "backward", "cell", "sigmoid", "Tape"]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """1 / (1 + exp(-x)) without overflow for any x, NaN propagated."""
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
-
-
-def make_dropout_masks(cfg: Config, T: int, B: int, dtype, rng: np.random.Generator) -> list[np.ndarray]:
-    """One mask [T, B, D*H_out] per layer but the last: 0 with probability p, else 1/(1-p)."""
-    p = cfg.dropout
-    shape = (T, B, cfg.num_directions * cfg.out_size)
-    masks = []
-    for _ in range(cfg.num_layers - 1):
-        keep = rng.random(shape) >= p
-        scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
-        masks.append((keep * scale).astype(dtype))
-    return masks
 
 
 @dataclass
@@ -199,7 +187,7 @@ def _float_dtype(x) -> np.dtype:
 
 def forward(cfg: Config, params: dict, x, hx=None, *, lengths=None, train: bool = False,
             dropout_masks: list | None = None, rng: np.random.Generator | None = None):
-    """The full module forward of API.md. x: (T,B,I), (B,T,I) with batch_first, or unbatched (T,I).
+    """The full module forward of fastlstm.LSTM. x: (T,B,I), (B,T,I) with batch_first, or unbatched (T,I).
     hx: (h0 [D*L,B,H_out], c0 [D*L,B,H]) without the B axis when unbatched; None means zeros.
     lengths: (B,) integers in [1, T] or None. With train=True and dropout > 0 the masks are
     ``dropout_masks`` when given, else drawn from ``rng``. Returns (y, (h_n, c_n)), tape."""
@@ -222,7 +210,7 @@ def forward(cfg: Config, params: dict, x, hx=None, *, lengths=None, train: bool 
     masks: list[np.ndarray] = []
     if train and cfg.dropout > 0 and L > 1:
         if dropout_masks is None:
-            dropout_masks = make_dropout_masks(cfg, T, B, dt, rng or np.random.default_rng())
+            dropout_masks = cfg.dropout_masks(T, B, dt, rng or np.random.default_rng())
         masks = [np.asarray(m, dt) for m in dropout_masks]
     tape = Tape(unbatched, cfg.batch_first, T, B, dt, valid, masks)
     h_n, c_n = np.empty((D * L, B, Hout), dt), np.empty((D * L, B, H), dt)

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
+from . import functional as F
 from ._config import Config
-from ._lstm import LSTM as _CoreLSTM
+from ._lstm import checked_config
 
 __all__ = ["LSTM"]
 
@@ -29,29 +30,22 @@ _NP_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
 class _Function(torch.autograd.Function):
-    """(x, h0, c0, *params) -> (y, h_n, c_n); backward through fastlstm's BPTT."""
+    """(x, h0, c0, *params) -> (y, h_n, c_n) through fastlstm.functional; backward through its BPTT."""
 
     @staticmethod
-    def forward(ctx, owner, x, h0, c0, lengths, dropout, *params):
-        core = owner._core_for(params)
-        if dropout is not None:  # masks follow torch's generator, so torch.manual_seed reproduces them
-            core._rng = np.random.default_rng(dropout)
-        x_np = x.detach().numpy()
-        state = (h0.detach().numpy(), c0.detach().numpy())
-        x_np, x3, h0_np, c0_np, lengths, unbatched = core._check_input(x_np, state, lengths)
-        if any(ctx.needs_input_grad):
-            (y, (h_n, c_n)), ctx.tape = core._train_call(x3, h0_np, c0_np, lengths, unbatched,
-                                                          dropout=dropout is not None)
-            ctx.core = core
-        else:
-            y, (h_n, c_n) = core._infer(x3, h0_np, c0_np, lengths, unbatched)
+    def forward(ctx, owner, x, h0, c0, lengths, dropout_seed, *params):
+        train = any(ctx.needs_input_grad)
+        weights = owner._weights_for(params, training=train)
+        # Masks follow torch's generator (through the seed), so torch.manual_seed reproduces them.
+        rng = None if dropout_seed is None else np.random.default_rng(dropout_seed)
+        y, (h_n, c_n), ctx.tape = F.forward(weights, x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()),
+                                            lengths=lengths, train=train, rng=rng)
         return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n):
-        core = ctx.core
-        dx, (dh0, dc0), grads = core._backward_tape(ctx.tape, dy.numpy(), dh_n.numpy(), dc_n.numpy())
-        param_grads = [torch.from_numpy(grads[name]) for name in core.config.param_shapes()]
+        dx, (dh0, dc0), grads = F.backward(ctx.tape, dy.numpy(), dh_n.numpy(), dc_n.numpy())
+        param_grads = [torch.from_numpy(g) for g in grads.values()]
         return (None, torch.from_numpy(dx), torch.from_numpy(dh0), torch.from_numpy(dc0), None, None, *param_grads)
 
 
@@ -62,11 +56,8 @@ class LSTM(nn.Module):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, peephole: bool = False):
         super().__init__()
-        # The core validates every argument (naming it) and owns the packed weights.
-        self._config_core = _CoreLSTM(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
-                                      dropout=float(dropout), bidirectional=bidirectional, proj_size=proj_size,
-                                      peephole=peephole)
-        cfg = self._config_core.config
+        cfg = self._config = checked_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                                            bidirectional, proj_size, peephole)
         self.mode = "LSTM"
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
@@ -77,18 +68,17 @@ class LSTM(nn.Module):
         self._flat_weights_names = list(cfg.param_shapes())
         for name, shape in cfg.param_shapes().items():
             self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-        self._cores: dict[str, _CoreLSTM] = {}
-        self._synced: dict[str, tuple] = {}
+        self._packed: dict[str, tuple] = {}  # dtype -> (weights, versions, bits of the packed parameters)
         self.reset_parameters()
 
-    def __getstate__(self):  # the cached engine modules are rebuilt from the parameters after unpickling
+    def __getstate__(self):  # packed weights are a cache, rebuilt from the parameters after unpickling
         state = self.__dict__.copy()
-        state["_cores"], state["_synced"] = {}, {}
+        state["_packed"] = {}
         return state
 
     @property
     def config(self) -> Config:
-        return self._config_core.config
+        return self._config
 
     @property
     def _flat_weights(self):
@@ -117,30 +107,28 @@ class LSTM(nn.Module):
                 s += f", {name}={getattr(self, name)}"
         return s
 
-    def _core_for(self, params) -> _CoreLSTM:
-        """The fastlstm module of the parameters' dtype, with their current values (reloaded and repacked
-        only when a parameter changed since the last call). A change is seen by the tensors' version counters
-        (optimizers, in-place ops) or, where those did not move, by comparing the bits: writes through
-        `.data` (old-style init and optimizer code) bump no counter. The comparison reads the weights once,
-        about 1 ms for 16 MB, against the tens of milliseconds of a repack."""
+    def _weights_for(self, params, training: bool) -> F.Weights:
+        """The parameters packed for the engine of their dtype (fastlstm.functional.Weights), packed again only
+        when a parameter changed since: a change is seen by the tensors' version counters (optimizers, in-place
+        ops) or, where those did not move, by comparing the bits with those packed: writes through `.data`
+        (old-style init and optimizer code) bump no counter. The comparison reads the weights once, about 1 ms
+        for 16 MB, against the tens of milliseconds of a repack."""
         dtype = params[0].dtype
         if dtype not in _NP_DTYPES:
             raise TypeError(f"parameters: fastlstm computes in float32 or float64, not {dtype}")
         key = _NP_DTYPES[dtype]
-        core = self._cores.get(key)
-        if core is None:
-            c = self.config
-            core = self._cores[key] = _CoreLSTM(c.input_size, c.hidden_size, c.num_layers, bias=c.bias,
-                                                batch_first=c.batch_first, dropout=c.dropout,
-                                                bidirectional=c.bidirectional, proj_size=c.proj_size,
-                                                peephole=c.peephole, dtype=key)
-        version = tuple((p._version, p.data_ptr()) for p in params)
-        if self._synced.get(key) != version or not all(
-                np.array_equal(_bits(p.detach().numpy()), _bits(core._params[n]))
-                for n, p in zip(self._flat_weights_names, params)):
-            core.load_state_dict({n: p.detach().numpy() for n, p in zip(self._flat_weights_names, params)})
-            self._synced[key] = version
-        return core
+        arrays = [p.detach().numpy() for p in params]
+        versions = tuple((p._version, p.data_ptr()) for p in params)
+        cached = self._packed.get(key)
+        if cached is not None:
+            weights, seen, bits = cached
+            if (weights.training or not training) and not weights.stale and seen == versions and all(
+                    np.array_equal(_bits(a), b) for a, b in zip(arrays, bits, strict=True)):
+                return weights
+        weights = F.pack(self.config, dict(zip(self._flat_weights_names, arrays, strict=True)), dtype=key,
+                         training=training)
+        self._packed[key] = (weights, versions, [_bits(a).copy() for a in arrays])
+        return weights
 
     def forward(self, input, hx=None):
         packed = isinstance(input, PackedSequence)

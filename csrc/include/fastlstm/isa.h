@@ -1,10 +1,10 @@
-// CPU kernel families (ISAs): which are compiled into this binary, which this CPU and OS can run, and
-// which one is selected (the best supported, or FASTLSTM_ISA).
+// CPU kernel families by ISA: which are compiled into this binary, which this CPU and OS can run, and which
+// optional instructions (bf16, int8 dot products) a family may require on top of its ISA.
 #pragma once
 
 namespace fastlstm::cpu {
 
-// Ordered from the most portable to the widest; the numeric value indexes kernel tables.
+// Ordered from the most portable to the widest (FASTLSTM_ISA selects one by name).
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 inline constexpr int kNumIsas = 3;
 
@@ -17,5 +17,16 @@ bool isa_built(Isa isa);
 bool isa_supported(Isa isa);
 // The widest supported family.
 Isa isa_best();
+
+// Instructions beyond an ISA's baseline that a kernel family may need.
+enum class CpuFeature : int {
+  kNone = 0,
+  kAvx512Bf16 = 1,  // vdpbf16ps, vcvtne2ps2bf16 (AVX512_BF16)
+  kAvx512Vnni = 2,  // vpdpbusd on zmm (AVX512_VNNI)
+  kAvxVnni = 3,     // vpdpbusd on ymm (AVX-VNNI)
+};
+const char* cpu_feature_name(CpuFeature f);
+// This CPU has it and the OS saves the registers it uses.
+bool cpu_has(CpuFeature f);
 
 }  // namespace fastlstm::cpu

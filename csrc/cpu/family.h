@@ -1,10 +1,17 @@
-// Internal interface between the sequence driver (dispatch.cpp, baseline flags) and the kernel families
-// (lstm_kernels_<isa>.cpp, each built with its own flags): plain structs and function pointers only.
+// The interface between the CPU engine's drivers (forward.cpp, backward.cpp: baseline flags) and its kernel
+// families (kernels/family_<isa>[_<precision>].cpp, each built with its own flags): plain structs and
+// function pointers only. A kernel family is registered by (ISA, compute type, weight format) in registry.cpp;
+// each family carries the kernels of every cell (kernels/cells/).
+//
+// ALIASING: every array of a task is distinct from every other unless a comment says otherwise; the drivers
+// lay them out in disjoint workspace pieces.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "fastlstm/isa.h"
+#include "fastlstm/types.h"
 
 namespace fastlstm::cpu {
 
@@ -26,7 +33,8 @@ struct DirTask {
   std::int64_t y_st = 0, y_sb = 0;
   const std::int32_t* y_rows = nullptr;
   const std::int32_t* active = nullptr;  // [T] rows alive at time t, null = all B
-  const void *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr, *w_hr = nullptr;  // packed
+  // Packed weights (pack.cpp's layouts); peep [3][c_ld]: the cell's per-unit parameters (LSTM: p_i, p_f, p_o).
+  const void *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr, *w_hr = nullptr;
   void* h[2] = {nullptr, nullptr};  // [B][h_ld] state double buffer (Hout used)
   void* c = nullptr;                // [B][c_ld] cell state, updated in place
   void* hpre = nullptr;             // [B][c_ld] o * tanh(c) before the projection (P > 0 only)
@@ -90,10 +98,7 @@ struct GradTask {
   void* const* work = nullptr;             // per thread: grad_workspace_bytes
   static constexpr int kRowChunk = 512;
 };
-// Per-thread workspace of run_grads: one block's dz panel for a chunk of rows.
-static inline std::size_t grad_workspace_elems(int units) {
-  return static_cast<std::size_t>(GradTask::kRowChunk) * 4 * units;
-}
+// Per-thread workspace of run_grads: one block's dz panel for a chunk of rows, [kRowChunk][gates * U].
 
 // dX of a layer: dx(m) = sum over directions of dz_d(m) W_ih_d, times a dropout mask for layers > 0.
 struct DxTask {
@@ -105,31 +110,36 @@ struct DxTask {
   const void* w_ih_t[2] = {nullptr, nullptr};  // packed [ceil(I/U)][K][U]
 };
 
-// Per-thread workspace of run_direction, in elements of the dtype: G [blocks][chunk * B][4U], then
-// chunk * B row pointers.
-std::size_t direction_workspace_bytes(const DirTask& task, int units, int max_blocks, std::size_t elem);
-
-struct KernelTable {
-  int units[2];  // U: hidden units per vector, per DType (f32, f64)
-  // Runs the whole sequence of one layer and direction; thread `tid` of `nthreads` owns a contiguous
-  // range of unit blocks (and of projection blocks). Workspace: direction_workspace_bytes.
-  void (*run_direction[2])(const DirTask& task, int tid, int nthreads, void* workspace);
-  void (*activation[2])(int which, const void* in, void* out, std::size_t n);
-  double (*fma_probe)(long iterations);  // float32 FLOPs of a register-only FMA loop
-  double (*read_probe)(const void* buf, std::size_t bytes, long passes);  // bytes read by repeated sweeps
-  // Training: thread `tid` of `nthreads` (the group for run_backward, the team for the others).
-  void (*run_backward[2])(const BackTask& task, int tid, int nthreads);
-  void (*run_grads[2])(const GradTask& task, int tid, int nthreads);
-  void (*run_dx[2])(const DxTask& task, int tid, int nthreads);
+// The kernels of one cell in one family. Thread `tid` of `nthreads`: the direction's group for run_direction
+// and run_backward, the whole team for the others; each owns a contiguous range of unit blocks.
+struct CellKernels {
+  int gates = 0;  // vectors per unit block in the packed panels and saved gates (LSTM: 4, i f g o)
+  // The whole sequence of one layer and direction. Workspace (per thread): G [blocks][chunk * B][gates * U],
+  // then chunk * B row pointers (forward.cpp sizes it).
+  void (*run_direction)(const DirTask& task, int tid, int nthreads, void* workspace) = nullptr;
+  // Training (null: the family runs inference only).
+  void (*run_backward)(const BackTask& task, int tid, int nthreads) = nullptr;
+  void (*run_grads)(const GradTask& task, int tid, int nthreads) = nullptr;
+  void (*run_dx)(const DxTask& task, int tid, int nthreads) = nullptr;
 };
 
-const KernelTable& kernels_scalar();
-#if defined(FASTLSTM_HAVE_AVX2)
-const KernelTable& kernels_avx2();
-#endif
-#if defined(FASTLSTM_HAVE_AVX512)
-const KernelTable& kernels_avx512();
-#endif
+// A kernel family: one ISA's kernels for one compute type and weight format.
+struct KernelFamily {
+  Isa isa = Isa::kScalar;
+  CpuFeature feature = CpuFeature::kNone;  // needed beyond the ISA's baseline
+  DType compute = DType::kF32;              // what products accumulate in, and the caller's arrays' type
+  WeightFormat weights = WeightFormat::kF32;
+  int units = 1;                            // U: hidden units per vector
+  CellKernels cells[kNumCells];             // indexed by Cell
+  // Element-wise sigmoid (which = 0) or tanh (1) of n values of the compute type, any n.
+  void (*activation)(int which, const void* in, void* out, std::size_t n) = nullptr;
+};
+
+// Per ISA: the benchmark's measured bounds.
+struct IsaProbes {
+  double (*fma)(long iterations);                            // float32 FLOPs of a register-only FMA loop
+  double (*read)(const void* buf, std::size_t bytes, long passes);  // bytes read by repeated vector sweeps
+};
 
 // (static: every kernel file gets its own copy, so no wide-ISA instance can leak into baseline code.)
 // The [begin, end) share of n items for member `tid` of `nthreads` (contiguous, sizes differ by <= 1).

@@ -1,14 +1,7 @@
-// The portable kernel family: one unit per "vector", the same algorithm and summation order as the SIMD
-// families, so it is both the fallback on any CPU and a check of the blocking logic at N = 1.
-#include <cmath>
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-
-#include "engine.h"
-
-namespace fastlstm::cpu {
-namespace scalar {
+// Portable "vector" traits: one unit per vector, the same algorithm and summation order as the SIMD families,
+// so the scalar family is both the fallback on any CPU and a check of the blocking logic at N = 1.
+// Included inside a kernel family's namespace. Requires <cmath>, <cstdint>, <cstring>.
+// (No include guard and no includes: it is textually part of the including namespace.)
 
 template <class TT, class UInt, int kMantBits, int kBias>
 struct VecScalar {
@@ -40,24 +33,3 @@ struct VecScalar {
 };
 using VecF = VecScalar<float, std::uint32_t, 23, 127>;
 using VecD = VecScalar<double, std::uint64_t, 52, 1023>;
-
-#include "lstm_kernels.h"
-#include "lstm_train.h"
-
-}  // namespace scalar
-
-const KernelTable& kernels_scalar() {
-  static const KernelTable table = {
-      {scalar::VecF::N, scalar::VecD::N},
-      {scalar::run_direction_impl<scalar::VecF>, scalar::run_direction_impl<scalar::VecD>},
-      {scalar::activation_impl<scalar::VecF>, scalar::activation_impl<scalar::VecD>},
-      scalar::fma_probe_impl<scalar::VecF>,
-      scalar::read_probe_impl<scalar::VecF>,
-      {scalar::run_backward_impl<scalar::VecF>, scalar::run_backward_impl<scalar::VecD>},
-      {scalar::run_grads_impl<scalar::VecF>, scalar::run_grads_impl<scalar::VecD>},
-      {scalar::run_dx_impl<scalar::VecF>, scalar::run_dx_impl<scalar::VecD>},
-  };
-  return table;
-}
-
-}  // namespace fastlstm::cpu

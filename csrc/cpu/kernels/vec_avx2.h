@@ -1,15 +1,7 @@
-// The AVX2 + FMA kernel family: 8 float or 4 double units per vector, 3-row tiles (12 accumulators,
-// 3 broadcasts and one weight vector fill the 16 ymm registers). Reached only after the cpuid check.
-#include <immintrin.h>
-
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-
-#include "engine.h"
-
-namespace fastlstm::cpu {
-namespace avx2 {
+// AVX2 + FMA vector traits: 8 float or 4 double units per vector, 3-row tiles (12 accumulators, 3 broadcasts
+// and one weight vector fill the 16 ymm registers). Included inside a kernel family's namespace by a file
+// built with -mavx2 -mfma. Requires <immintrin.h>.
+// (No include guard and no includes: it is textually part of the including namespace.)
 
 struct VecF {
   using T = float;
@@ -66,24 +58,3 @@ struct VecD {
     return _mm256_castsi256_pd(_mm256_slli_epi64(i, 52));
   }
 };
-
-#include "lstm_kernels.h"
-#include "lstm_train.h"
-
-}  // namespace avx2
-
-const KernelTable& kernels_avx2() {
-  static const KernelTable table = {
-      {avx2::VecF::N, avx2::VecD::N},
-      {avx2::run_direction_impl<avx2::VecF>, avx2::run_direction_impl<avx2::VecD>},
-      {avx2::activation_impl<avx2::VecF>, avx2::activation_impl<avx2::VecD>},
-      avx2::fma_probe_impl<avx2::VecF>,
-      avx2::read_probe_impl<avx2::VecF>,
-      {avx2::run_backward_impl<avx2::VecF>, avx2::run_backward_impl<avx2::VecD>},
-      {avx2::run_grads_impl<avx2::VecF>, avx2::run_grads_impl<avx2::VecD>},
-      {avx2::run_dx_impl<avx2::VecF>, avx2::run_dx_impl<avx2::VecD>},
-  };
-  return table;
-}
-
-}  // namespace fastlstm::cpu

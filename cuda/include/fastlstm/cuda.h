@@ -1,4 +1,4 @@
-// The CUDA engine's host-only interface: plain structs, raw pointers and C++ exceptions, no CUDA types,
+// The CUDA library's host-only interface: plain structs, raw pointers and C++ exceptions, no CUDA types,
 // so the bindings (and any plain C++20 file) can include it without the CUDA toolkit's headers.
 #pragma once
 

@@ -1,15 +1,7 @@
-// The AVX-512 (F/VL/BW/DQ) kernel family: 16 float or 8 double units per vector, 6-row tiles.
-// Built with its own flags; reached only through kernels_avx512() after the cpuid check.
-#include <immintrin.h>
-
-#include <cstddef>
-#include <cstdint>
-#include <cstring>
-
-#include "engine.h"
-
-namespace fastlstm::cpu {
-namespace avx512 {
+// AVX-512 (F/VL/BW/DQ) vector traits: 16 float or 8 double units per vector, 6-row tiles.
+// Included inside a kernel family's namespace by a file built with -mavx512f/vl/bw/dq (see the V interface
+// in gemm-inl.h). Requires <immintrin.h>.
+// (No include guard and no includes: it is textually part of the including namespace.)
 
 struct VecF {
   using T = float;
@@ -66,24 +58,3 @@ struct VecD {
     return _mm512_castsi512_pd(_mm512_slli_epi64(i, 52));
   }
 };
-
-#include "lstm_kernels.h"
-#include "lstm_train.h"
-
-}  // namespace avx512
-
-const KernelTable& kernels_avx512() {
-  static const KernelTable table = {
-      {avx512::VecF::N, avx512::VecD::N},
-      {avx512::run_direction_impl<avx512::VecF>, avx512::run_direction_impl<avx512::VecD>},
-      {avx512::activation_impl<avx512::VecF>, avx512::activation_impl<avx512::VecD>},
-      avx512::fma_probe_impl<avx512::VecF>,
-      avx512::read_probe_impl<avx512::VecF>,
-      {avx512::run_backward_impl<avx512::VecF>, avx512::run_backward_impl<avx512::VecD>},
-      {avx512::run_grads_impl<avx512::VecF>, avx512::run_grads_impl<avx512::VecD>},
-      {avx512::run_dx_impl<avx512::VecF>, avx512::run_dx_impl<avx512::VecD>},
-  };
-  return table;
-}
-
-}  // namespace fastlstm::cpu

@@ -5,7 +5,9 @@
 // tag, a closed bit, how many workers it wants, how many joined); a woken worker joins with a
 // compare-and-swap while admission is open, then waits for the go. The caller closes admission when the
 // team is full or its wait is over, so a worker that arrives late never touches the call's data.
-#include "threads.h"
+#include "cpu/threads.h"
+
+#include "fastlstm/cpu.h"
 
 #include <immintrin.h>
 
@@ -13,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <stdexcept>
 #if defined(__linux__)
 #include <pthread.h>
 #include <sched.h>
@@ -204,7 +207,7 @@ void Barrier::wait() {
 void barrier_wait(Barrier* barrier) { barrier->wait(); }
 
 TeamLease::TeamLease(int requested) {
-  int n = std::min(std::max(requested, 1), std::min(hardware_threads(), 64));
+  int n = std::min(std::max(requested, 1), std::min(hardware_threads(), kMaxTeam));
   if (n > 1) {
     Pool& pool = Pool::instance();
     if (pool.call_mutex.try_lock()) {
@@ -265,6 +268,20 @@ void TeamLease::run(TeamFn fn, void* ctx) {
   const int joined = joined_waiting_ ? size_ - 1 : pool.admit(size_ - 1, std::chrono::nanoseconds(-1));
   joined_waiting_ = false;
   pool.go(joined, fn, ctx, size_);
+}
+
+namespace {
+std::atomic<int> g_default_threads{0};
+}  // namespace
+
+int default_num_threads() {
+  const int n = g_default_threads.load(std::memory_order_relaxed);
+  return n > 0 ? n : hardware_threads();
+}
+
+void set_default_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("n: the number of threads must be >= 1");
+  g_default_threads.store(n, std::memory_order_relaxed);
 }
 
 }  // namespace fastlstm::cpu

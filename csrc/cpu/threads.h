@@ -6,6 +6,9 @@
 
 namespace fastlstm::cpu {
 
+// The most threads one call's team takes (the pool's admission word counts members in 8 bits).
+inline constexpr int kMaxTeam = 64;
+
 // A reusable barrier for a fixed number of threads: spins briefly (the common case, a step of a few
 // microseconds), then yields so an oversubscribed machine still makes progress.
 class Barrier {

@@ -48,7 +48,8 @@ namespace {
 #if defined(FASTLSTM_X86)
 struct X86Features {
   bool avx2_fma = false;
-  bool avx512 = false;  // F + VL + BW + DQ: what the avx512 file is compiled for
+  bool avx512 = false;  // F + VL + BW + DQ: what the avx512 files are compiled for
+  bool avx512_bf16 = false, avx512_vnni = false, avx_vnni = false;
 };
 
 X86Features detect() {
@@ -67,6 +68,16 @@ X86Features detect() {
   const bool avx512 = (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) && (b & (1u << 31));
   f.avx2_fma = os_ymm && avx2 && fma && f16c;
   f.avx512 = f.avx2_fma && os_zmm && avx512;
+  f.avx512_vnni = f.avx512 && (c & (1u << 11));
+  unsigned a1, b1, c1, d1;
+  __cpuid_count(7, 1, a1, b1, c1, d1);
+  f.avx512_bf16 = f.avx512 && (a1 & (1u << 5));
+  f.avx_vnni = f.avx2_fma && (a1 & (1u << 4));
+  return f;
+}
+
+const X86Features& features() {
+  static const X86Features f = detect();
   return f;
 }
 #endif
@@ -76,7 +87,7 @@ X86Features detect() {
 bool isa_supported(Isa isa) {
   if (!isa_built(isa)) return false;
 #if defined(FASTLSTM_X86)
-  static const X86Features f = detect();
+  const X86Features& f = features();
   switch (isa) {
     case Isa::kScalar: return true;
     case Isa::kAvx2: return f.avx2_fma;
@@ -85,6 +96,30 @@ bool isa_supported(Isa isa) {
   return false;
 #else
   return isa == Isa::kScalar;
+#endif
+}
+
+const char* cpu_feature_name(CpuFeature f) {
+  switch (f) {
+    case CpuFeature::kNone: return "none";
+    case CpuFeature::kAvx512Bf16: return "avx512_bf16";
+    case CpuFeature::kAvx512Vnni: return "avx512_vnni";
+    case CpuFeature::kAvxVnni: return "avx_vnni";
+  }
+  return "unknown";
+}
+
+bool cpu_has(CpuFeature f) {
+#if defined(FASTLSTM_X86)
+  switch (f) {
+    case CpuFeature::kNone: return true;
+    case CpuFeature::kAvx512Bf16: return features().avx512_bf16;
+    case CpuFeature::kAvx512Vnni: return features().avx512_vnni;
+    case CpuFeature::kAvxVnni: return features().avx_vnni;
+  }
+  return false;
+#else
+  return f == CpuFeature::kNone;
 #endif
 }
 

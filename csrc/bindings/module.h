@@ -1,0 +1,11 @@
+// fastlstm._core: each part of the bindings registers itself on the module.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace fastlstm::bindings {
+
+void bind_cpu(pybind11::module_& m);   // cpu.cpp: the engine seam on the CPU, probes, threads
+void bind_cuda(pybind11::module_& m);  // cuda.cpp: the CUDA library (cuda_built = False without it)
+
+}  // namespace fastlstm::bindings

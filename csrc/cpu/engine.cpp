@@ -1,0 +1,142 @@
+// The CPU engine: maps a key (dtype, precision, cell) on an ISA to a registered kernel family, and
+// implements the engine seam (fastlstm/engine.h) on the drivers.
+#include <stdexcept>
+#include <string>
+
+#include "cpu/packed.h"
+#include "cpu/registry.h"
+#include "fastlstm/cpu.h"
+
+namespace fastlstm::cpu {
+namespace {
+
+// What a precision means on the CPU for a caller's dtype: the compute type and the weight format a family
+// must have. False when the CPU engine has no such mode at all (tf32, fp16: GPU only; bf16/int8 on float64).
+bool family_key(DType dtype, Precision p, DType* compute, WeightFormat* weights) {
+  switch (p) {
+    case Precision::kDefault:
+      if (dtype == DType::kF32) { *compute = DType::kF32; *weights = WeightFormat::kF32; return true; }
+      if (dtype == DType::kF64) { *compute = DType::kF64; *weights = WeightFormat::kF64; return true; }
+      return false;
+    case Precision::kBF16:
+      *compute = DType::kF32;
+      *weights = WeightFormat::kBF16;
+      return dtype == DType::kF32;
+    case Precision::kInt8:
+      *compute = DType::kF32;
+      *weights = WeightFormat::kI8RowScaled;
+      return dtype == DType::kF32;
+    default:
+      return false;
+  }
+}
+
+std::string offers(Isa isa, DType dtype) {
+  std::string s;
+  for (Precision p : native_precisions(isa, dtype)) s += std::string(s.empty() ? "" : ", ") + precision_name(p);
+  return s;
+}
+
+class CpuEngine final : public Engine {
+ public:
+  CpuEngine(const KernelFamily& family, const EngineKey& key) : family_(family), key_(key) {}
+
+  std::string name() const override {
+    return std::string("cpu ") + isa_name(family_.isa) + ", " + dtype_name(family_.compute) + " math, " +
+           weight_format_name(family_.weights) + " weights";
+  }
+  const EngineKey& key() const override { return key_; }
+  bool trains() const override { return family_.cells[static_cast<int>(key_.cell)].run_backward != nullptr; }
+
+  std::unique_ptr<PackedWeights> pack(const ModelShape& shape, const RawLayer* layers, bool training) const override {
+    if (training && !trains())
+      throw std::invalid_argument(std::string("precision: '") + precision_name(key_.precision) +
+                                  "' runs inference only (train=True needs another precision)");
+    return pack_model(family_, key_.cell, shape, layers, training);
+  }
+
+  CallSizes sizes(const ModelShape& s, int T, int B, bool train) const override {
+    const Geometry g{&family_, key_.cell, s};
+    const int n = default_num_threads() < kMaxTeam ? default_num_threads() : kMaxTeam;
+    const std::size_t elem = dtype_size(key_.dtype), D = s.directions(), L = s.num_layers;
+    const std::size_t TB = mul_sz(T, B);
+    CallSizes c;
+    std::size_t out = add_sz(mul_sz(TB, D * s.out_size()), mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size));
+    if (train) {  // dx, dh0, dc0 and the parameter gradients
+      const std::size_t H = s.hidden_size;
+      std::size_t params = 0;
+      for (int k = 0; k < s.num_layers; ++k)
+        params += 4 * H * (s.layer_input(k) + s.out_size() + 2) + 3 * H + static_cast<std::size_t>(s.proj_size) * H;
+      out = add_sz(out, add_sz(mul_sz(TB, s.input_size), add_sz(mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size),
+                                                                mul_sz(params, D))));
+    }
+    c.outputs = mul_sz(out, elem);
+    c.workspace = forward_workspace_bytes(g, T, B, n, train);
+    if (train) {
+      c.saved = saved_state_bytes(g, T, B);
+      const std::size_t back = backward_workspace_bytes(g, T, B, n);
+      if (back > c.workspace) c.workspace = back;
+    }
+    return c;
+  }
+
+  void forward(const ForwardArgs& args) const override { run_forward(own(args.weights), args); }
+
+  std::unique_ptr<SavedState> forward_train(const ForwardArgs& args, const void* const* masks) const override {
+    return run_forward_train(own(args.weights), args, masks);
+  }
+
+  void backward(const BackwardArgs& args) const override {
+    if (!args.state || args.state->owner != &family_)
+      throw std::invalid_argument("state: not saved by a training forward of this engine");
+    run_backward(own(args.weights), static_cast<const TrainState&>(*args.state), args);
+  }
+
+ private:
+  const PackedModel& own(const PackedWeights* w) const {
+    if (!w || w->owner != &family_) throw std::invalid_argument("weights: not packed by this engine (" + name() + ")");
+    const auto& m = static_cast<const PackedModel&>(*w);
+    if (m.cell != key_.cell) throw std::invalid_argument("weights: packed for another cell");
+    return m;
+  }
+
+  const KernelFamily& family_;
+  EngineKey key_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Engine> make_engine(Isa isa, const EngineKey& key) {
+  if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa: ") + isa_name(isa) + " is not supported here");
+  DType compute;
+  WeightFormat weights;
+  const KernelFamily* f = family_key(key.dtype, key.precision, &compute, &weights)
+                              ? find_family(isa, compute, weights)
+                              : nullptr;
+  if (!f)
+    throw std::invalid_argument(std::string("precision: '") + precision_name(key.precision) + "' is not available for " +
+                                dtype_name(key.dtype) + " on this CPU (" + isa_name(isa) + "); it offers: " +
+                                offers(isa, key.dtype));
+  return std::make_shared<CpuEngine>(*f, key);
+}
+
+std::vector<Precision> native_precisions(Isa isa, DType dtype) {
+  std::vector<Precision> out;
+  for (int i = 0; i < kNumPrecisions; ++i) {
+    const auto p = static_cast<Precision>(i);
+    DType compute;
+    WeightFormat weights;
+    if (family_key(dtype, p, &compute, &weights) && find_family(isa, compute, weights)) out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<std::string> describe_families() {
+  std::vector<std::string> out;
+  for (const KernelFamily* f : all_families())
+    out.push_back(std::string(isa_name(f->isa)) + " " + dtype_name(f->compute) + " math, " +
+                  weight_format_name(f->weights) + " weights" + (runnable(*f) ? "" : " (not runnable here)"));
+  return out;
+}
+
+}  // namespace fastlstm::cpu

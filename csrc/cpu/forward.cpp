@@ -1,0 +1,320 @@
+// The forward driver: checks a call's arguments, orders rows by length, plans and carves the workspace, and
+// runs layers and directions on the thread team (inference, and the training forward that keeps what
+// backward needs).
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "cpu/packed.h"
+
+namespace fastlstm::cpu {
+namespace {
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+// The forward's workspace, planned from the call's geometry before anything is allocated: the state of
+// every layer and direction, the layer outputs between layers (inference; training keeps them in the saved
+// state), the tasks, and one kernel workspace per thread.
+struct ForwardPlan {
+  int chunk = 1;                        // steps per input-projection chunk
+  std::int64_t h_ld = 0, c_ld = 0;      // row strides of h and c: Hout and H rounded up to the vector
+  std::size_t state_bytes = 0;          // one layer-direction's h[2], c, hpre
+  std::size_t o_tasks = 0, o_state = 0, o_inter[2] = {0, 0}, o_work = 0, work_stride = 0;
+  std::size_t total = 0;
+
+  ForwardPlan(const Geometry& g, int steps_max, int B, const TeamSplit& team, bool train, std::size_t elem) {
+    const ModelShape& s = g.shape;
+    const int U = g.family->units, G = g.family->cells[static_cast<int>(g.cell)].gates;
+    const int L = s.num_layers, D = s.directions(), H = s.hidden_size, P = s.proj_size, Hout = s.out_size();
+    h_ld = static_cast<std::int64_t>(round_up(Hout, U));
+    c_ld = static_cast<std::int64_t>(round_up(H, U));
+    const std::size_t hb = mul_sz(mul_sz(B, h_ld), elem), cb = mul_sz(mul_sz(B, c_ld), elem);
+    state_bytes = add_sz(add_sz(2 * hb, cb), P > 0 ? cb : 0);
+
+    // Steps per input-projection chunk: one thread's G and x rows of a chunk stay within ~512 KB.
+    const int nb = (H + U - 1) / U;
+    const int max_blocks = (nb + team.smallest_group() - 1) / team.smallest_group();
+    const std::size_t row_bytes = (static_cast<std::size_t>(max_blocks) * G * U + s.input_size) * elem;
+    const std::size_t per_step = std::max<std::size_t>(1, mul_sz(B, row_bytes));
+    chunk = static_cast<int>(std::min<std::size_t>(steps_max, std::max<std::size_t>(1, (512u << 10) / per_step)));
+    chunk = std::max(1, std::min(chunk, 64));
+
+    Layout layout;
+    o_tasks = layout.reserve(mul_sz(static_cast<std::size_t>(L) * D, sizeof(DirTask)));
+    o_state = layout.reserve(mul_sz(static_cast<std::size_t>(L) * D, round_up(state_bytes, 64)));
+    const std::size_t inter_bytes = mul_sz(mul_sz(mul_sz(steps_max, B), D * Hout), elem);
+    if (!train)
+      for (int i = 0; i < std::min(L - 1, 2); ++i) o_inter[i] = layout.reserve(inter_bytes);
+    // The kernel's workspace: G [blocks][chunk * B][G * U], then chunk * B row pointers.
+    const std::size_t rows = mul_sz(chunk, B);
+    const std::size_t gbytes = mul_sz(mul_sz(mul_sz(rows, max_blocks), static_cast<std::size_t>(G) * U), elem);
+    work_stride = round_up(add_sz(round_up(gbytes, 64), mul_sz(rows, sizeof(void*))), 64);
+    o_work = layout.reserve(mul_sz(work_stride, team.size));
+    total = layout.total();
+  }
+};
+
+// The saved state's layout (training): per layer its input, per layer and direction the gates, c and the
+// initial state, for `steps` steps of B rows.
+struct SavedPlan {
+  std::vector<std::size_t> inputs;
+  std::vector<TrainState::Saved> saved;
+  std::size_t total = 0;
+
+  SavedPlan(const Geometry& g, int steps, int B, std::int64_t h_ld, std::int64_t c_ld, std::size_t elem) {
+    const ModelShape& s = g.shape;
+    const int G = g.family->cells[static_cast<int>(g.cell)].gates, L = s.num_layers, D = s.directions();
+    Layout layout;
+    const std::size_t rows = mul_sz(steps, B);
+    for (int k = 0; k < L; ++k) inputs.push_back(layout.reserve(mul_sz(mul_sz(rows, s.layer_input(k)), elem)));
+    for (int i = 0; i < L * D; ++i) {
+      TrainState::Saved p;
+      p.gates = layout.reserve(mul_sz(mul_sz(rows, G * c_ld), elem));
+      p.c = layout.reserve(mul_sz(mul_sz(rows, c_ld), elem));
+      p.h0 = layout.reserve(mul_sz(mul_sz(B, h_ld), elem));
+      p.c0 = layout.reserve(mul_sz(mul_sz(B, c_ld), elem));
+      saved.push_back(p);
+    }
+    total = layout.total();
+  }
+};
+
+// One forward call on T = float or double.
+template <class T>
+struct Call {
+  const ForwardArgs& a;
+  const PackedModel& m;
+  const CellKernels& kernels;
+  int L, D, H, P, Hout, B, T_;
+  RowOrder order;
+  TeamSplit team;
+  DirTask* tasks = nullptr;  // [L * D]
+  char* work = nullptr;      // per thread, plan.work_stride apart
+  std::size_t work_stride = 0;
+  TrainState* save = nullptr;          // training forward: where the saved state goes
+  const void* const* masks = nullptr;  // training forward: dropout masks per layer (or null)
+
+  Call(const PackedModel& model, const ForwardArgs& args)
+      : a(args), m(model), kernels(model.kernels()), L(m.shape.num_layers), D(m.shape.directions()),
+        H(m.shape.hidden_size), P(m.shape.proj_size), Hout(m.shape.out_size()), B(args.B), T_(args.T) {}
+
+  void run() {
+    order.build(T_, B, a.lengths);
+    TeamLease lease(a.num_threads);
+    team.reset(D, lease.form(forward_flops(m.shape, order.work_rows())));
+    const ForwardPlan plan(Geometry{m.family, m.cell, m.shape}, order.steps, B, team, save != nullptr, sizeof(T));
+    Workspace ws(plan.total);
+    setup(plan, ws);
+    lease.run(&Call::team_main, this);
+    store_final_state();
+  }
+
+  void setup(const ForwardPlan& plan, const Workspace& ws) {
+    const std::int64_t h_ld = plan.h_ld, c_ld = plan.c_ld;
+    const std::size_t hb = mul_sz(mul_sz(B, h_ld), sizeof(T)), cb = mul_sz(mul_sz(B, c_ld), sizeof(T));
+    tasks = ws.at<DirTask>(plan.o_tasks);
+    work = ws.at<char>(plan.o_work);
+    work_stride = plan.work_stride;
+    const std::int32_t* rows = order.rows();
+    if (save) layout_saved(h_ld, c_ld);
+    // Layer k's input: the user's x (layer 0 of inference), else a buffer in sorted row order.
+    auto input_of = [&](int k) -> void* {
+      return save ? static_cast<void*>(save->at(save->inputs[k])) : ws.at<void>(plan.o_inter[(k - 1) & 1]);
+    };
+    for (int k = 0; k < L; ++k) {
+      for (int d = 0; d < D; ++d) {
+        char* base = ws.at<char>(plan.o_state + static_cast<std::size_t>(k * D + d) * round_up(plan.state_bytes, 64));
+        std::memset(base, 0, plan.state_bytes);
+        DirTask& tk = *new (&tasks[k * D + d]) DirTask();
+        tk.steps = order.steps;
+        tk.B = B;
+        tk.I = m.shape.layer_input(k);
+        tk.H = H;
+        tk.P = P;
+        tk.reverse = d == 1;
+        tk.peephole = m.shape.peephole;
+        tk.active = order.active_rows();
+        const PackedModel::Offsets& o = m.layers[k * D + d];
+        tk.w_ih = m.at(o.w_ih);
+        tk.w_hh = m.at(o.w_hh);
+        tk.bias = m.at(o.bias);
+        tk.peep = m.at(o.peep);
+        tk.w_hr = m.at(o.w_hr);
+        tk.h[0] = base;
+        tk.h[1] = base + hb;
+        tk.c = base + 2 * hb;
+        tk.hpre = P > 0 ? base + 2 * hb + cb : nullptr;
+        tk.h_ld = h_ld;
+        tk.c_ld = c_ld;
+        tk.chunk = plan.chunk;
+        tk.barrier = team.barrier_of(d);
+        load_state(k * D + d, tk, h_ld, c_ld);
+        // Layer inputs and outputs: the user's x and y at the ends, sorted-row buffers in between.
+        const std::int64_t inter_st = static_cast<std::int64_t>(B) * D * Hout;
+        if (k == 0 && !save) {
+          tk.x = a.x; tk.x_st = a.x_st; tk.x_sb = a.x_sb; tk.x_rows = rows;
+        } else {
+          const int width = m.shape.layer_input(k);
+          tk.x = input_of(k); tk.x_st = static_cast<std::int64_t>(B) * width; tk.x_sb = width; tk.x_rows = nullptr;
+        }
+        if (k == L - 1) {
+          tk.y = static_cast<T*>(a.y) + d * Hout; tk.y_st = a.y_st; tk.y_sb = a.y_sb; tk.y_rows = rows;
+        } else {
+          tk.y = static_cast<T*>(input_of(k + 1)) + d * Hout; tk.y_st = inter_st; tk.y_sb = D * Hout; tk.y_rows = nullptr;
+        }
+        if (save) {
+          const TrainState::Saved& sv = save->saved[k * D + d];
+          tk.save_gates = save->at(sv.gates);
+          tk.save_c = save->at(sv.c);
+          std::memcpy(save->at(sv.h0), tk.h[0], hb);
+          std::memcpy(save->at(sv.c0), tk.c, cb);
+          if (masks && k < L - 1 && masks[k]) {
+            tk.mask = static_cast<const T*>(masks[k]) + d * Hout;
+            tk.m_st = inter_st;
+            tk.m_sb = D * Hout;
+            tk.m_rows = rows;
+          }
+        }
+      }
+    }
+    zero_padding();
+  }
+
+  // The saved state's layout, and layer 0's input copied in sorted row order (the caller may change x).
+  void layout_saved(std::int64_t h_ld, std::int64_t c_ld) {
+    TrainState& sv = *save;
+    const SavedPlan plan(Geometry{m.family, m.cell, m.shape}, order.steps, B, h_ld, c_ld, sizeof(T));
+    sv.shape = m.shape;
+    sv.T = T_;
+    sv.B = B;
+    sv.owner = m.family;
+    sv.family = m.family;
+    sv.order = order;
+    sv.h_ld = h_ld;
+    sv.c_ld = c_ld;
+    sv.inputs = plan.inputs;
+    sv.saved = plan.saved;
+    sv.nbytes = plan.total;
+    sv.data = AlignedBuffer(plan.total, /*zero=*/false);  // every element read is written first
+    const int I = m.shape.input_size;
+    T* x0 = reinterpret_cast<T*>(sv.at(sv.inputs[0]));
+    for (int t = 0; t < order.steps; ++t) {
+      for (int r = 0, n = order.alive(t); r < n; ++r)
+        std::memcpy(x0 + (static_cast<std::int64_t>(t) * B + r) * I,
+                    static_cast<const T*>(a.x) + t * a.x_st + static_cast<std::int64_t>(order.user_row(r)) * a.x_sb,
+                    sizeof(T) * I);
+    }
+  }
+
+  // h0/c0 (or zeros) into both state buffers and c, in sorted row order.
+  void load_state(int ld, DirTask& tk, std::int64_t h_ld, std::int64_t c_ld) {
+    for (int r = 0; r < B; ++r) {
+      const std::size_t src = static_cast<std::size_t>(ld) * B + order.user_row(r);
+      if (a.h0) {
+        const T* h0 = static_cast<const T*>(a.h0) + src * Hout;
+        std::memcpy(static_cast<T*>(tk.h[0]) + r * h_ld, h0, sizeof(T) * Hout);
+        std::memcpy(static_cast<T*>(tk.h[1]) + r * h_ld, h0, sizeof(T) * Hout);
+      }
+      if (a.c0) std::memcpy(static_cast<T*>(tk.c) + r * c_ld, static_cast<const T*>(a.c0) + src * H, sizeof(T) * H);
+    }
+  }
+
+  // y = 0 where a sequence has ended: the kernels write only the steps that exist.
+  void zero_padding() {
+    for (int b = 0; b < B; ++b)
+      for (std::int64_t t = order.length_of_user(b); t < T_; ++t)
+        std::memset(static_cast<T*>(a.y) + t * a.y_st + b * a.y_sb, 0, sizeof(T) * D * Hout);
+  }
+
+  static void team_main(void* ctx, int tid, int n) { static_cast<Call*>(ctx)->member(tid, n); }
+
+  void member(int tid, int) {
+    const int g = team.group_of(tid), gtid = team.group_tid(tid), gsize = team.group_size(g);
+    void* ws = work + static_cast<std::size_t>(tid) * work_stride;
+    for (int k = 0; k < L; ++k) {
+      if (team.groups == 2) {
+        kernels.run_direction(tasks[k * D + g], gtid, gsize, ws);
+      } else {
+        for (int d = 0; d < D; ++d) kernels.run_direction(tasks[k * D + d], gtid, gsize, ws);
+      }
+      if (k + 1 < L) team.team.wait();  // the next layer reads both directions' outputs
+    }
+  }
+
+  void store_final_state() {
+    for (int k = 0; k < L; ++k) {
+      for (int d = 0; d < D; ++d) {
+        const DirTask& tk = tasks[k * D + d];
+        for (int r = 0; r < B; ++r) {
+          // Forward: the last step of row r is s = len-1, which wrote h[len & 1]; reverse: all rows end at s = steps-1.
+          const std::int64_t last = d == 0 ? order.length_of_sorted(r) : order.steps;
+          const std::size_t dst = static_cast<std::size_t>(k * D + d) * B + order.user_row(r);
+          std::memcpy(static_cast<T*>(a.h_n) + dst * Hout, static_cast<const T*>(tk.h[last & 1]) + r * tk.h_ld,
+                      sizeof(T) * Hout);
+          std::memcpy(static_cast<T*>(a.c_n) + dst * H, static_cast<const T*>(tk.c) + r * tk.c_ld, sizeof(T) * H);
+        }
+      }
+    }
+  }
+};
+
+void check_args(const PackedModel& m, const ForwardArgs& a) {
+  require(a.T >= 1, "x: the sequence length T must be >= 1");
+  require(a.B >= 1, "x: the batch size B must be >= 1");
+  require(a.x && a.y && a.h_n && a.c_n, "x, y, h_n, c_n: null pointer");
+  require(a.num_threads >= 1, "num_threads: must be >= 1");
+  require(m.shape.num_layers >= 1 && m.shape.hidden_size >= 1 && m.shape.input_size >= 1, "weights: empty shape");
+  if (a.lengths) {
+    for (int b = 0; b < a.B; ++b)
+      require(a.lengths[b] >= 1 && a.lengths[b] <= a.T,
+              "lengths: every length must be in [1, T = " + std::to_string(a.T) + "]; lengths[" +
+                  std::to_string(b) + "] = " + std::to_string(a.lengths[b]));
+  }
+}
+
+template <class F>
+void by_type(const KernelFamily& f, F fn) {
+  if (f.compute == DType::kF32) fn(float{});
+  else if (f.compute == DType::kF64) fn(double{});
+  else throw std::invalid_argument(std::string("compute type ") + dtype_name(f.compute) + ": no forward driver");
+}
+
+}  // namespace
+
+void run_forward(const PackedModel& m, const ForwardArgs& args) {
+  check_args(m, args);
+  by_type(*m.family, [&](auto t) { Call<decltype(t)>(m, args).run(); });
+}
+
+std::unique_ptr<TrainState> run_forward_train(const PackedModel& m, const ForwardArgs& args, const void* const* masks) {
+  check_args(m, args);
+  require(m.training, "weights: not packed for training");
+  require(m.kernels().run_backward != nullptr, "precision: this engine runs inference only (train=True)");
+  auto state = std::make_unique<TrainState>();
+  by_type(*m.family, [&](auto t) {
+    Call<decltype(t)> call(m, args);
+    call.save = state.get();
+    call.masks = masks;
+    call.run();
+  });
+  return state;
+}
+
+std::size_t forward_workspace_bytes(const Geometry& g, int steps, int B, int nthreads, bool train) {
+  TeamSplit team;
+  team.reset(g.shape.directions(), nthreads);
+  return ForwardPlan(g, steps, B, team, train, dtype_size(g.family->compute)).total;
+}
+
+std::size_t saved_state_bytes(const Geometry& g, int steps, int B) {
+  const std::size_t elem = dtype_size(g.family->compute);
+  const int U = g.family->units;
+  const auto h_ld = static_cast<std::int64_t>(round_up(g.shape.out_size(), U));
+  const auto c_ld = static_cast<std::int64_t>(round_up(g.shape.hidden_size, U));
+  return SavedPlan(g, steps, B, h_ld, c_ld, elem).total;
+}
+
+}  // namespace fastlstm::cpu

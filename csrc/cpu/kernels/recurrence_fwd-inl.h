@@ -1,0 +1,190 @@
+// The forward recurrence of one layer and direction, written once over the vector traits V and the cell C
+// (cells/), compiled once per kernel family. Included INSIDE a family's namespace (kernels/family-inl.h).
+//
+// Per chunk of steps, each thread projects the inputs of its own unit blocks (G = bias + x W_ih^T, no
+// barrier needed); per step, it runs z = G + h_{t-1} W_hh^T on its blocks with the cell's update fused in
+// the epilogue (register tiles of MR rows by gate-interleaved panels, so the gates of a unit share a tile),
+// then projects (P > 0) and meets its group at one barrier.
+//   workspace (per thread): G [my blocks][chunk * B][C::kGates * N], then chunk * B row pointers.
+//   DirTask's arrays as family.h states; h[s & 1] is read and h[(s + 1) & 1] written at step s.
+
+template <class V, class C>
+struct Direction {
+  using T = typename V::T;
+  using R = typename V::R;
+  static constexpr int N = V::N;
+  static constexpr int NG = C::kGates;
+  static constexpr int G4 = NG * N;  // one unit block's gate vectors
+
+  const DirTask& tk;
+  int tid, nthreads;
+  int nb_begin, nb_end;  // my unit blocks
+  int pb_begin, pb_end;  // my projection blocks
+  T* g;                  // [my blocks][chunk * B][G4]
+  const T** rows;        // [chunk * B]
+  std::int64_t g_ld;     // chunk * B * G4: one block's slice of g
+  int hout;
+
+  Direction(const DirTask& task, int tid_, int n, void* ws) : tk(task), tid(tid_), nthreads(n) {
+    const int nb = (tk.H + N - 1) / N, pb = (tk.P + N - 1) / N;
+    split_range(nb, tid, n, &nb_begin, &nb_end);
+    split_range(pb, tid, n, &pb_begin, &pb_end);
+    g_ld = static_cast<std::int64_t>(tk.chunk) * tk.B * G4;
+    g = static_cast<T*>(ws);
+    rows = reinterpret_cast<const T**>(g + (nb_end - nb_begin) * g_ld);
+    hout = tk.P > 0 ? tk.P : tk.H;
+  }
+
+  int time_of(int s) const { return tk.reverse ? tk.steps - 1 - s : s; }
+  int alive(int t) const { return tk.active ? tk.active[t] : tk.B; }
+  const T* x_row(int t, int r) const {
+    const std::int64_t row = tk.x_rows ? tk.x_rows[r] : r;
+    return static_cast<const T*>(tk.x) + t * tk.x_st + row * tk.x_sb;
+  }
+  T* y_row(int t, int r) const {
+    const std::int64_t row = tk.y_rows ? tk.y_rows[r] : r;
+    return static_cast<T*>(tk.y) + t * tk.y_st + row * tk.y_sb;
+  }
+  // The y value written: h, or h * mask under training dropout (lanes past Hout are never stored).
+  R masked(R h, int t, int r, int col) const {
+    if (!tk.mask) return h;
+    const std::int64_t mrow = tk.m_rows ? tk.m_rows[r] : r;
+    const T* m = static_cast<const T*>(tk.mask) + t * tk.m_st + mrow * tk.m_sb + col;
+    return V::mul(h, load_partial<V>(m, hout - col < N ? hout - col : N));
+  }
+  const T* w_ih_panel(int nb) const { return static_cast<const T*>(tk.w_ih) + static_cast<std::int64_t>(nb) * tk.I * G4; }
+  const T* w_hh_panel(int nb) const { return static_cast<const T*>(tk.w_hh) + static_cast<std::int64_t>(nb) * hout * G4; }
+
+  // G[my block][m] = bias + x(m) W_ih^T for the m = 0 .. M-1 rows of steps s0 .. s1-1 (alive rows only).
+  template <int MR, int NBLK>
+  void project_tile(int nb_local, int m0) {
+    R acc[MR][NBLK * NG];
+    const T* w[NBLK];
+    for (int b = 0; b < NBLK; ++b) {
+      const int nb = nb_begin + nb_local + b;
+      const T* bias = static_cast<const T*>(tk.bias) + static_cast<std::int64_t>(nb) * G4;
+      for (int gi = 0; gi < NG; ++gi) {
+        const R bv = V::load(bias + gi * N);
+        for (int r = 0; r < MR; ++r) acc[r][b * NG + gi] = bv;
+      }
+      w[b] = w_ih_panel(nb);
+    }
+    tile<V, MR, NBLK, NG>(tk.I, rows + m0, w, acc);
+    for (int b = 0; b < NBLK; ++b) {
+      T* dst = g + (nb_local + b) * g_ld + static_cast<std::int64_t>(m0) * G4;
+      for (int r = 0; r < MR; ++r)
+        for (int gi = 0; gi < NG; ++gi) V::store(dst + r * G4 + gi * N, acc[r][b * NG + gi]);
+    }
+  }
+
+  template <int MR>
+  void project_rows(int m0) {
+    const int nbl = nb_end - nb_begin;
+    int l = 0;
+    if (MR <= 2) {  // few rows: two blocks at a time keep eight FMA chains in flight
+      for (; l + 2 <= nbl; l += 2) project_tile<MR, 2>(l, m0);
+    }
+    for (; l < nbl; ++l) project_tile<MR, 1>(l, m0);
+  }
+
+  void project_chunk(int s0, int s1) {
+    int M = 0;
+    for (int s = s0; s < s1; ++s) {
+      const int t = time_of(s);
+      for (int r = 0, n = alive(t); r < n; ++r) rows[M++] = x_row(t, r);
+    }
+    int m = 0;
+    for (; m + V::MR <= M; m += V::MR) project_rows<V::MR>(m);
+    dispatch_tail<V>(M - m, m, [this](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0); });
+  }
+
+  // One tile of the recurrent step: z = G + h_prev W_hh^T, then the cell update in registers.
+  template <int MR, int NBLK>
+  void step_tile(int nb_local, int r0, int mg0, int t, const T* hprev, T* hnext) {
+    R acc[MR][NBLK * NG];
+    const T* w[NBLK];
+    const T* a[MR];
+    for (int r = 0; r < MR; ++r) a[r] = hprev + (r0 + r) * tk.h_ld;
+    for (int b = 0; b < NBLK; ++b) {
+      const T* gsrc = g + (nb_local + b) * g_ld + static_cast<std::int64_t>(mg0 + r0) * G4;
+      for (int r = 0; r < MR; ++r)
+        for (int gi = 0; gi < NG; ++gi) acc[r][b * NG + gi] = V::load(gsrc + r * G4 + gi * N);
+      w[b] = w_hh_panel(nb_begin + nb_local + b);
+    }
+    tile<V, MR, NBLK, NG>(hout, a, w, acc);
+    const bool proj = tk.P > 0;
+    T* hdst = proj ? static_cast<T*>(tk.hpre) : hnext;
+    const std::int64_t hdst_ld = proj ? tk.c_ld : tk.h_ld;
+    for (int b = 0; b < NBLK; ++b) {
+      const int u0 = (nb_begin + nb_local + b) * N;
+      const int count = tk.H - u0 < N ? tk.H - u0 : N;
+      for (int r = 0; r < MR; ++r) {
+        T* crow = static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0;
+        R z[NG];
+        for (int gi = 0; gi < NG; ++gi) z[gi] = acc[r][b * NG + gi];
+        R c = V::load(crow);
+        const R hv = C::forward(z, c, static_cast<const T*>(tk.peep) + u0, tk.c_ld, tk.peephole);
+        V::store(crow, c);
+        V::store(hdst + (r0 + r) * hdst_ld + u0, hv);
+        if (tk.save_gates) {  // training: what backward needs, in the packed gate order
+          const std::int64_t row = static_cast<std::int64_t>(t) * tk.B + r0 + r;
+          T* sg = static_cast<T*>(tk.save_gates) + row * NG * tk.c_ld + (nb_begin + nb_local + b) * G4;
+          // Written once, read back only by backward: stream them past the caches that hold W_hh.
+          for (int gi = 0; gi < NG; ++gi) V::stream(sg + gi * N, z[gi]);
+          V::stream(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, c);
+        }
+        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv, t, r0 + r, u0), count);
+      }
+    }
+  }
+
+  template <int MR>
+  void step_rows(int r0, int mg0, int t, const T* hprev, T* hnext) {
+    const int nbl = nb_end - nb_begin;
+    int l = 0;
+    if (MR <= 2) {
+      for (; l + 2 <= nbl; l += 2) step_tile<MR, 2>(l, r0, mg0, t, hprev, hnext);
+    }
+    for (; l < nbl; ++l) step_tile<MR, 1>(l, r0, mg0, t, hprev, hnext);
+  }
+
+  // h_next[r][p] = hpre[r] W_hr^T for my projection blocks.
+  template <int MR>
+  void proj_rows(int r0, int t, T* hnext) {
+    const T* a[MR];
+    for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.hpre) + (r0 + r) * tk.c_ld;
+    panel_products<V, MR>(tk.H, a, static_cast<const T*>(tk.w_hr), static_cast<std::int64_t>(tk.H) * N, pb_begin,
+                          pb_end, [&](int r, int pb, R v) {
+                            const int p0 = pb * N, count = tk.P - p0 < N ? tk.P - p0 : N;
+                            V::store(hnext + (r0 + r) * tk.h_ld + p0, v);
+                            store_partial<V>(y_row(t, r0 + r) + p0, masked(v, t, r0 + r, p0), count);
+                          });
+  }
+
+  void run() {
+    T* hbuf[2] = {static_cast<T*>(tk.h[0]), static_cast<T*>(tk.h[1])};
+    for (int s0 = 0; s0 < tk.steps; s0 += tk.chunk) {
+      const int s1 = s0 + tk.chunk < tk.steps ? s0 + tk.chunk : tk.steps;
+      project_chunk(s0, s1);  // my blocks only: no barrier needed before using it
+      int mg0 = 0;            // first G row of step s
+      for (int s = s0; s < s1; ++s) {
+        const int t = time_of(s), n = alive(t);
+        const T* hprev = hbuf[s & 1];
+        T* hnext = hbuf[(s + 1) & 1];
+        over_rows<V>(n, [&](auto mr, int r0) { this->template step_rows<decltype(mr)::value>(r0, mg0, t, hprev, hnext); });
+        if (tk.P > 0) {
+          barrier_wait(tk.barrier);  // hpre complete
+          over_rows<V>(n, [&](auto mr, int r0) { this->template proj_rows<decltype(mr)::value>(r0, t, hnext); });
+        }
+        barrier_wait(tk.barrier);  // h_next complete; everyone is done reading h_prev (and hpre)
+        mg0 += n;
+      }
+    }
+  }
+};
+
+template <class V, class C>
+void run_direction_impl(const DirTask& task, int tid, int nthreads, void* workspace) {
+  Direction<V, C> dir(task, tid, nthreads, workspace);
+  dir.run();
+}

@@ -1,5 +1,5 @@
-"""What the examples share: a tiny Adam, a linear readout with its gradient, losses, a progress bar and
-plot saving. NumPy only; tqdm and matplotlib are used when installed and skipped otherwise."""
+"""What the examples share: a tiny Adam, a linear readout with its gradient, losses, a progress bar, plot
+saving and the command line. NumPy only; tqdm and matplotlib are used when installed and skipped otherwise."""
 
 from __future__ import annotations
 
@@ -141,22 +141,22 @@ def progress(total: int, desc: str):
     return tqdm(range(total), desc=desc, dynamic_ncols=True, mininterval=0.5)
 
 
-def new_figure(*subplots, figsize=(10, 4)):
-    """(figure, axes) from matplotlib's object API, or (None, None) without matplotlib. Figure() does not
-    touch pyplot or the process-wide backend, so it works headless and beside any GUI."""
+NO_MATPLOTLIB = "matplotlib is not installed: no plot written (pip install matplotlib)"
+
+
+def save_plot(out_dir, name: str, draw, grid=(1, 1), figsize=(10, 4)):
+    """Writes out_dir/name.png drawn by draw(axes), axes being a new figure's grid of subplots (one Axes
+    for grid (1, 1), else an array of them; ax.figure is the figure). Returns the PNG's path, or None after
+    printing a note when matplotlib is not installed: draw is then never called, so no caller has a missing
+    figure to handle. Uses matplotlib's object API (Figure, not pyplot), so it leaves the process-wide
+    backend alone and works headless and beside any GUI."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        print("note: matplotlib is not installed, so no plot is written (pip install matplotlib)")
-        return None, None
-    fig = Figure(figsize=figsize, layout="constrained")
-    return fig, fig.subplots(*subplots)
-
-
-def save_figure(fig, out_dir, name: str):
-    """Writes out_dir/name.png (fig None: nothing) and returns its path or None."""
-    if fig is None:
+        print(NO_MATPLOTLIB)
         return None
+    fig = Figure(figsize=figsize, layout="constrained")
+    draw(fig.subplots(*grid))
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{name}.png")
     fig.savefig(path, dpi=110)
@@ -164,9 +164,17 @@ def save_figure(fig, out_dir, name: str):
     return path
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The command line of example `name`, shown as `python -m fastlstm.examples.<name>` (not as the file's
+    name); --help prints the docstring's first two paragraphs and its expected result."""
+    paragraphs = doc.strip().split("\n\n")
+    epilog = [p for p in paragraphs if p.startswith("Expected result")]
+    p = argparse.ArgumentParser(prog=f"python -m fastlstm.examples.{name}",
+                                description="\n\n".join(paragraphs[:2]), epilog="\n\n".join(epilog) or None,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a small configuration that runs in seconds")
-    p.add_argument("--out", default=".", help="folder for the PNG plot (default: the current folder)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help=f"folder for the plot {name}.png (default: the current folder)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the data and weights (default 0)")
     return p

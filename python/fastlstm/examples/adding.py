@@ -1,12 +1,27 @@
-"""The adding problem (Hochreiter & Schmidhuber 1997): a sequence of T pairs (value in [0, 1], marker);
-two values are marked, one in each half of the sequence, and at the end the model must output their sum.
-The first marked value must be held for at least T/2 steps while about T unmarked values stream past.
-Always answering 1.0 (the mean of the sum) scores a mean squared error of 1/6 = 0.167; a model only
-counts as having learned the task when its error falls well below that.
+"""The adding problem: sum two values marked far apart in a sequence.
 
-    python -m fastlstm.examples.adding [--quick] [--out DIR] [--T 200]
+The task of Hochreiter & Schmidhuber 1997: each input is a sequence of T pairs (a value in [0, 1], a
+marker); two values are marked, one in each half of the sequence, and at the end the model must output
+their sum. The first marked value must be held for at least T/2 steps while about T unmarked values
+stream past. Always answering 1.0 (the mean of the sum) scores a mean squared error of 1/6 = 0.167; a
+model has learned the task only when its error falls well below that.
 
-Plots the learning curve (validation MSE against training step, log scale) beside the 0.167 baseline."""
+Command:
+    python -m fastlstm.examples.adding [--quick] [--out DIR] [--seed N] [--T N]
+
+Options:
+    --quick    T = 30 (at most), a smaller model and 400 training steps: a few seconds
+    --out DIR  folder for adding.png (default: the current folder)
+    --seed N   seed of the data and weights (default 0)
+    --T N      sequence length (default 200)
+
+Expected result (full run, T = 200, measured on 2 CPU cores): validation MSE 0.0003 after 2500 training
+steps, against 0.167 for always answering 1.0 (below a tenth of that from step 1100); about 60 s. With
+--quick: an MSE below 0.05 (about 0.01) in a few seconds.
+
+Output: the final validation MSE and the step from which it stays below a tenth of the baseline; with
+matplotlib installed, adding.png plots the learning curve (validation MSE against training step, log
+scale) beside the 0.167 baseline."""
 
 from __future__ import annotations
 
@@ -16,7 +31,7 @@ import numpy as np
 
 import fastlstm
 
-from ._common import Adam, Linear, chrono_init, mse, new_figure, parser, progress, save_figure, update
+from ._common import Adam, Linear, chrono_init, mse, parser, progress, save_plot, update
 
 BASELINE = 1 / 6  # variance of the sum of two U(0, 1): the error of always answering its mean 1.0
 
@@ -63,14 +78,11 @@ def run(T=200, *, steps=2500, batch=64, hidden=64, lr=3e-3, eval_every=50, seed=
     below = next((s for s, v in curve if v < 0.1 * BASELINE), None)
     print(f"\nadding problem, T = {T}: validation MSE {final:.4f} after {steps} steps ({seconds:.0f} s); "
           f"baseline 0.167 (always answer 1.0); below 1/10 of it from step {below}")
-    plot(curve, T, out)
+    save_plot(out, "adding", lambda ax: draw(ax, curve, T), figsize=(7.5, 4.2))
     return dict(T=T, mse=final, curve=curve, seconds=seconds, below_tenth_at=below)
 
 
-def plot(curve, T, out):
-    fig, ax = new_figure(figsize=(7.5, 4.2))
-    if fig is None:
-        return None
+def draw(ax, curve, T):
     steps, err = zip(*curve, strict=True)
     ax.semilogy(steps, err, label="LSTM (fastlstm), validation MSE")
     ax.axhline(BASELINE, color="C3", ls="--", label="always answer 1.0: MSE 0.167")
@@ -79,12 +91,11 @@ def plot(curve, T, out):
     ax.set(xlabel="training step (batch of 64 sequences)", ylabel="mean squared error (log scale)",
            title=f"Adding problem, T = {T}: sum of two marked values")
     ax.legend()
-    return save_figure(fig, out, "adding")
 
 
 def main(argv=None):
-    p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--T", type=int, default=200, help="sequence length (default 200)")
+    p = parser("adding", __doc__)
+    p.add_argument("--T", type=int, default=200, metavar="N", help="sequence length (default 200)")
     args = p.parse_args(argv)
     if args.quick:
         # a shorter T and a smaller, faster-learning model: solved in ~400 steps, a second or two

@@ -1,12 +1,26 @@
-"""Information latching (Bengio, Simard & Frasconi 1994): the class of a sequence is set by its first
-three inputs (their sign pattern, 8 classes), then T steps of Gaussian noise as strong as the signal
-follow, and the class is asked for only at the end. A model must store three bits for T steps while
-ignoring T noisy inputs: the task on which plain RNNs trained by gradient descent fail as T grows.
+"""Information latching: 3 bits kept through up to 1000 steps of noise.
 
-    python -m fastlstm.examples.latching [--quick] [--out DIR]
+The task of Bengio, Simard & Frasconi 1994: the class of a sequence (one of 8) is set by the sign pattern
+of its first three inputs; then T steps of Gaussian noise as strong as the signal follow, and the class
+is asked for only at the end. A model must store three bits for T steps while ignoring T noisy inputs:
+the task on which plain RNNs trained by gradient descent fail as T grows. A fresh LSTM is trained for
+each T until its validation accuracy reaches 99%.
 
-Sweeps T (50, 200, 1000 by default; T = 1000 is what fits in the 5-minute bound on 2 cores) and plots
-validation accuracy against training steps for each T, and the steps needed to reach 99% against T."""
+Command:
+    python -m fastlstm.examples.latching [--quick] [--out DIR] [--seed N]
+
+Options:
+    --quick    T = 20 and 50, at most 600 training steps each, stopping at 95%: a few seconds
+    --out DIR  folder for latching.png (default: the current folder)
+    --seed N   seed of the data and weights (default 0)
+
+Expected result (full run, T = 50, 200 and 1000, measured on 2 CPU cores): 99% validation accuracy
+(chance 12.5%) at T = 50 after 700 training steps, at T = 200 after 1100 and at T = 1000 after 3200;
+about 165 s in all. With --quick: 95% or more at T = 20 and at T = 50 in a few seconds.
+
+Output: a table of the steps to reach the target, the final accuracy and the time for each T; with
+matplotlib installed, latching.png plots validation accuracy against training steps for each T, and the
+steps needed to reach the target against T."""
 
 from __future__ import annotations
 
@@ -16,17 +30,7 @@ import numpy as np
 
 import fastlstm
 
-from ._common import (
-    Adam,
-    Linear,
-    chrono_init,
-    cross_entropy,
-    new_figure,
-    parser,
-    progress,
-    save_figure,
-    update,
-)
+from ._common import Adam, Linear, chrono_init, cross_entropy, parser, progress, save_plot, update
 
 BITS = 3  # informative steps at the start; 2**BITS classes, chance = 1/8
 
@@ -76,10 +80,8 @@ def train_one(T, *, steps, batch, hidden, lr, noise, target, eval_every, seed):
                 seconds=time.perf_counter() - t0)
 
 
-def plot(results, target, out):
-    fig, (ax1, ax2) = new_figure(1, 2, figsize=(11, 4.2))
-    if fig is None:
-        return None
+def draw(axes, results, target):
+    ax1, ax2 = axes
     for r in results:
         steps, acc = zip(*r["curve"], strict=True)
         ax1.plot(steps, acc, label=f"T = {r['T']}")
@@ -101,7 +103,6 @@ def plot(results, target, out):
     ax2.set(xlabel="gap T (noise steps after the 3 informative ones)",
             ylabel=f"steps to {target:.0%} accuracy", title="Training cost against the gap")
     ax2.set_ylim(0, max(heights) * 1.25)
-    return save_figure(fig, out, "latching")
 
 
 def run(Ts=(50, 200, 1000), *, steps=5000, batch=64, hidden=32, lr=3e-3, noise=1.0, target=0.99,
@@ -113,12 +114,12 @@ def run(Ts=(50, 200, 1000), *, steps=5000, batch=64, hidden=32, lr=3e-3, noise=1
     for r in results:
         solved = r["solved_at"] if r["solved_at"] else f">{steps}"
         print(f"{r['T']:>6}   {solved:>12}   {r['accuracy']:>9.3f}   {r['seconds']:.0f} s")
-    plot(results, target, out)
+    save_plot(out, "latching", lambda axes: draw(axes, results, target), grid=(1, 2), figsize=(11, 4.2))
     return results
 
 
 def main(argv=None):
-    args = parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    args = parser("latching", __doc__).parse_args(argv)
     if args.quick:
         return run((20, 50), steps=600, eval_every=25, target=0.95, seed=args.seed, out=args.out)
     return run(seed=args.seed, out=args.out)

@@ -1,14 +1,29 @@
-"""Sequence to sequence (Sutskever et al. 2014) with a bidirectional encoder: reverse (or sort) strings
-of 3 to 12 digits. The encoder reads the digits both ways; its final forward and backward states,
-concatenated, are the decoder's initial state, the only channel between the two (no attention). The
-decoder is trained with teacher forcing and run greedily, one LSTM.step per output digit, on held-out
-strings never seen in training; the score is exact match (every digit right, and the stop symbol).
+"""Sequence to sequence: reverse digit strings with a bidirectional encoder.
 
-    python -m fastlstm.examples.seq2seq [--quick] [--out DIR] [--task reverse|sort]
+After Sutskever et al. 2014: reverse (or sort) strings of 3 to 12 digits. A bidirectional encoder reads
+the digits both ways; its final forward and backward states, concatenated, are the decoder's initial
+state, the only channel between the two (no attention). The decoder is trained with teacher forcing and
+run greedily, one LSTM.step per output digit, on held-out strings never seen in training; the score is
+exact match (every digit right, and the stop symbol).
 
-Why bidirectional for reversal: the first output digit is the last input, which the forward
-direction's final state saw last; the last output digit is the first input, which the reverse
-direction's final state saw last. Each end of the answer is fresh in one half of the summary."""
+Command:
+    python -m fastlstm.examples.seq2seq [--quick] [--out DIR] [--seed N] [--task {reverse,sort}]
+
+Options:
+    --quick                strings of 3 to 5 digits, 300 training steps, 300 held-out strings: about 10 s
+    --out DIR              folder for seq2seq.png (default: the current folder)
+    --seed N               seed of the data and weights (default 0)
+    --task {reverse,sort}  reverse (the default) or sort the digits
+
+Expected result (full run, reverse, measured on 2 CPU cores): 97.4% exact match on 1000 held-out strings
+after 3000 training steps; about 57 s. With --quick: more than 80% exact match in about 10 s.
+
+Output: the held-out exact match and a few decoded strings; with matplotlib installed, seq2seq.png plots
+the held-out error rate and the training loss against training step, and the exact match by input length.
+
+Why bidirectional for reversal: the first output digit is the last input, which the forward direction's
+final state saw last; the last output digit is the first input, which the reverse direction's final
+state saw last. Each end of the answer is fresh in one half of the summary."""
 
 from __future__ import annotations
 
@@ -18,7 +33,7 @@ import numpy as np
 
 import fastlstm
 
-from ._common import Adam, Linear, cross_entropy, new_figure, parser, progress, save_figure, update
+from ._common import Adam, Linear, cross_entropy, parser, progress, save_plot, update
 
 EOS, BOS = 10, 11  # tokens 0-9 are digits; EOS ends an answer, BOS starts the decoder
 TASKS = {"reverse": lambda s: s[::-1], "sort": sorted}
@@ -118,14 +133,13 @@ def run(task="reverse", *, steps=3000, batch=128, hidden=64, lr=3e-3, min_len=3,
           f"{acc:.3f} after {steps} steps ({seconds:.0f} s)")
     for s, p in list(zip(test, pred, strict=True))[:4]:
         print("  ", "".join(map(str, s)), "->", "".join(map(str, p)))
-    plot(curve, by_len, task, acc, out)
+    save_plot(out, "seq2seq", lambda axes: draw(axes, curve, by_len, task, acc), grid=(1, 2),
+              figsize=(11, 4.2))
     return dict(task=task, accuracy=acc, by_length=by_len, curve=curve, seconds=seconds)
 
 
-def plot(curve, by_len, task, acc, out):
-    fig, (ax1, ax2) = new_figure(1, 2, figsize=(11, 4.2))
-    if fig is None:
-        return None
+def draw(axes, curve, by_len, task, acc):
+    ax1, ax2 = axes
     steps, loss, em = zip(*curve, strict=True)
     # Both on one log scale: the error rate keeps falling long after the linear accuracy looks flat.
     ax1.semilogy(steps, np.maximum(1 - np.array(em), 1e-4), label="held-out error rate (1 - exact match),\n"
@@ -139,12 +153,12 @@ def plot(curve, by_len, task, acc, out):
         ax2.annotate(f"{v:.2f}", (i, v), ha="center", va="bottom")
     ax2.set(xlabel="input length (digits)", ylabel="exact match", ylim=(0, 1.1),
             title=f"Held-out exact match by length (all: {acc:.3f})")
-    return save_figure(fig, out, "seq2seq")
 
 
 def main(argv=None):
-    p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--task", choices=sorted(TASKS), default="reverse")
+    p = parser("seq2seq", __doc__)
+    p.add_argument("--task", choices=sorted(TASKS), default="reverse",
+                   help="reverse (the default) or sort the digits")
     args = p.parse_args(argv)
     if args.quick:
         return run(args.task, steps=300, max_len=5, eval_every=50, n_test=300, seed=args.seed, out=args.out)

@@ -1,10 +1,28 @@
-"""Streaming: an LSTM trained briefly to predict the next sample of a noisy sine whose frequency jumps,
-then run one sample at a time on a live-like stream through LSTM.step, carrying its state (h, c) from
-sample to sample the way an on-line system does (a sensor, audio, a trading feed). What matters there
-is the latency of one step at batch 1; it is measured for fastlstm's step and, when torch is installed,
-for torch.nn.LSTMCell holding the same weights on the same thread count.
+"""Streaming: next-sample prediction one LSTM.step at a time, and its latency.
 
-    python -m fastlstm.examples.streaming [--quick] [--out DIR] [--hidden 64]"""
+An LSTM is trained briefly to predict the next sample of a noisy sine whose frequency jumps, then run one
+sample at a time on a live-like stream through LSTM.step, carrying its state (h, c) from sample to sample
+the way an on-line system does (a sensor, audio, a trading feed). What matters there is the latency of
+one step at batch 1; it is measured for fastlstm's step and, when torch is installed, for
+torch.nn.LSTMCell holding the same weights on the same thread count.
+
+Command:
+    python -m fastlstm.examples.streaming [--quick] [--out DIR] [--seed N] [--hidden N]
+
+Options:
+    --quick     300 training steps and a stream of 2000 samples: a few seconds
+    --out DIR   folder for streaming.png (default: the current folder)
+    --seed N    seed of the data and weights (default 0)
+    --hidden N  hidden size of the LSTM (default 64)
+
+Expected result (full run, H = 64, 20000 samples, measured on 2 CPU cores with 2 threads): median step
+5.3 us against 21.0 us for torch.nn.LSTMCell with the same weights (4.0 times faster), the two agreeing
+to 4e-7; about 9 s. Latencies depend on the machine. The next-sample error is well below that of
+repeating the last sample (with --quick too: below 0.01, against about 0.5 untrained).
+
+Output: the next-sample MSE and, for each implementation, the median and 99th percentile step latency;
+with matplotlib installed, streaming.png plots the predictions around a frequency jump and the histogram
+of step latencies."""
 
 from __future__ import annotations
 
@@ -15,7 +33,7 @@ import numpy as np
 
 import fastlstm
 
-from ._common import Adam, Linear, mse, new_figure, parser, progress, save_figure, update
+from ._common import Adam, Linear, mse, parser, progress, save_plot, update
 
 NOISE = 0.05
 
@@ -47,9 +65,9 @@ def train(hidden, steps, seed, T=100, batch=32):
     return lstm, head
 
 
-def stream_fastlstm(lstm, head, xs):
-    """xs (N, 1, 1): one sample per call, as it arrives. Returns predictions and per-step times (s)."""
-    H = lstm.config.hidden_size
+def stream_fastlstm(lstm, head, xs, H):
+    """xs (N, 1, 1): one sample per call, as it arrives; H the hidden size. Returns predictions and
+    per-step times (s)."""
     hx = (np.zeros((1, 1, H), np.float32), np.zeros((1, 1, H), np.float32))
     preds, times = np.empty(len(xs), np.float32), np.empty(len(xs))
     clock = time.perf_counter
@@ -61,14 +79,14 @@ def stream_fastlstm(lstm, head, xs):
     return preds, times
 
 
-def stream_torch(lstm, head, xs):
+def stream_torch(lstm, head, xs, H):
     """The same stream through torch.nn.LSTMCell with the same weights, or None without torch."""
     try:
         import torch
     except ImportError:
         print("note: torch is not installed, so there is no torch.nn.LSTMCell latency to compare with")
         return None
-    H, threads = lstm.config.hidden_size, torch.get_num_threads()
+    threads = torch.get_num_threads()
     torch.set_num_threads(fastlstm.get_num_threads())  # the same cores for both
     try:
         cell = torch.nn.LSTMCell(1, H)
@@ -98,8 +116,8 @@ def run(*, hidden=64, train_steps=600, stream_len=20000, seed=0, out="."):
     xs = np.ascontiguousarray(stream[:-1].reshape(-1, 1, 1))
     gc.disable()  # a collection in the middle of a timed step is not the step's latency
     try:
-        preds, times = stream_fastlstm(lstm, head, xs)
-        ref = stream_torch(lstm, head, xs)
+        preds, times = stream_fastlstm(lstm, head, xs, hidden)
+        ref = stream_torch(lstm, head, xs, hidden)
     finally:
         gc.enable()
     warm = slice(100, None)  # skip the first calls (weight packing, caches)
@@ -118,16 +136,15 @@ def run(*, hidden=64, train_steps=600, stream_len=20000, seed=0, out="."):
     if ref is not None:
         ratio = np.median(lat["torch.nn.LSTMCell"]) / np.median(lat["fastlstm LSTM.step"])
         print(f"  torch's predictions agree to {agree:.1e}; median step time torch / fastlstm = {ratio:.2f}")
-    plot(stream, jumps, preds, lat, hidden, err, naive, out)
+    save_plot(out, "streaming", lambda axes: draw(axes, stream, jumps, preds, lat, hidden, err, naive),
+              grid=(1, 2), figsize=(12, 4.2))
     return dict(mse=err, naive_mse=naive, latency_us={k: (float(np.median(v)), float(np.percentile(v, 99)))
                                                       for k, v in lat.items()},
                 torch_max_abs_diff=agree if ref is not None else None)
 
 
-def plot(stream, jumps, preds, lat, hidden, err, naive, out):
-    fig, (ax1, ax2) = new_figure(1, 2, figsize=(12, 4.2))
-    if fig is None:
-        return None
+def draw(axes, stream, jumps, preds, lat, hidden, err, naive):
+    ax1, ax2 = axes
     # A window around the last frequency jump with room on both sides: how fast the model re-tunes.
     k = max([j for j in jumps if 100 <= j <= len(preds) - 200], default=100)
     t = np.arange(k - 100, min(k + 200, len(preds)))
@@ -148,12 +165,11 @@ def plot(stream, jumps, preds, lat, hidden, err, naive, out):
     ax2.set(xlabel="latency per step, batch 1 (microseconds, log scale)", ylabel="steps",
             title=f"Per-step latency, H = {hidden}, {fastlstm.get_num_threads()} threads")
     ax2.legend(fontsize=8)
-    return save_figure(fig, out, "streaming")
 
 
 def main(argv=None):
-    p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--hidden", type=int, default=64)
+    p = parser("streaming", __doc__)
+    p.add_argument("--hidden", type=int, default=64, metavar="N", help="hidden size of the LSTM (default 64)")
     args = p.parse_args(argv)
     if args.quick:
         return run(hidden=args.hidden, train_steps=300, stream_len=2000, seed=args.seed, out=args.out)

@@ -13,6 +13,8 @@ import pytest
 
 import fastlstm
 from fastlstm import convert
+from fastlstm.convert import _layout
+from fastlstm.convert import onnx as convert_onnx
 from oracles import require
 
 CONFIGS = [  # fastlstm.LSTM kwargs (input_size 5, hidden_size 7)
@@ -139,12 +141,40 @@ def test_errors():
 
 def test_import_needs_neither_torch_nor_onnx():
     code = ("import sys; sys.modules.update(torch=None, onnx=None, onnxruntime=None); "
-            "import fastlstm.convert as c; m = __import__('fastlstm').LSTM(2, 3); "
+            "import fastlstm.convert as c; from fastlstm.convert.onnx import lstm_model; "
+            "m = __import__('fastlstm').LSTM(2, 3); "
             "c.from_onnx_weights(c.to_onnx_weights(m.state_dict(), m)); c.to_keras(m.state_dict(), m)\n"
-            "try:\n    c.to_torch(m.state_dict())\nexcept ImportError as e:\n    print('ImportError', e)")
+            "for f in (lambda: c.to_torch(m.state_dict()), lambda: lstm_model(m.config, m.state_dict())):\n"
+            "    try:\n        f()\n    except ImportError as e:\n        print('ImportError', e)")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastlstm.__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.startswith("ImportError to_torch needs PyTorch"), out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout + out.stderr
+    assert lines[0].startswith("ImportError to_torch needs PyTorch"), out.stdout + out.stderr
+    assert lines[1].startswith("ImportError building an ONNX model needs the onnx package"), out.stdout
+
+
+def test_gate_reorders_are_inverses(rng):
+    """One constant per order: each forward reorder and its inverse undo each other, and move the named
+    blocks where each framework keeps them."""
+    a = rng.standard_normal((4 * 3, 5))
+    for order in (_layout.ONNX_GATE_ORDER, _layout.KERAS_GATE_ORDER):
+        there = _layout.reorder(a, _layout.TORCH_GATE_ORDER, order)
+        np.testing.assert_array_equal(_layout.reorder(there, order, _layout.TORCH_GATE_ORDER), a)
+        np.testing.assert_array_equal(_layout.reorder(a[:, 0], _layout.TORCH_GATE_ORDER, order), there[:, 0])
+    blocks = dict(zip("ifgo", np.split(a, 4), strict=True))
+    np.testing.assert_array_equal(_layout.reorder(a, _layout.TORCH_GATE_ORDER, _layout.ONNX_GATE_ORDER),
+                                  np.concatenate([blocks[g] for g in "iofg"]))  # ONNX's i, o, f, c
+    p = rng.standard_normal(3 * 4)
+    there = _layout.reorder(p, _layout.TORCH_PEEPHOLE_ORDER, _layout.ONNX_PEEPHOLE_ORDER)
+    np.testing.assert_array_equal(there, np.concatenate([p[:4], p[8:], p[4:8]]))  # i, f, o -> i, o, f
+    np.testing.assert_array_equal(
+        _layout.reorder(there, _layout.ONNX_PEEPHOLE_ORDER, _layout.TORCH_PEEPHOLE_ORDER), p)
+    assert convert_onnx.ONNX_GATES == (0, 3, 1, 2)
+    back = _layout.block_order(_layout.ONNX_GATE_ORDER, _layout.TORCH_GATE_ORDER)
+    assert [convert_onnx.ONNX_GATES[j] for j in back] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="gate orders"):
+        _layout.reorder(a, _layout.TORCH_GATE_ORDER, ("i", "f", "c", "o"))
 
 
 # -- PyTorch ---------------------------------------------------------------------------------------------
@@ -299,3 +329,55 @@ def test_export_onnx_initializers_are_to_onnx_weights():
         for n in "WRBP":
             assert inits[f"{n}{k}"].dtype == np.float32  # onnxruntime's LSTM runs in float32 only
             np.testing.assert_array_equal(inits[f"{n}{k}"], layer[n].astype(np.float32))
+
+
+@pytest.mark.parametrize("kw", CONFIGS)
+def test_lstm_model_initializers_are_to_onnx_weights(kw, monkeypatch):
+    """One code path builds W, R, B, P: lstm_model takes them from to_onnx_weights, in any dtype."""
+    onnx = require("onnx")
+    from onnx import numpy_helper
+
+    calls, original = [], convert_onnx.to_onnx_weights
+
+    def spy(params, cfg):
+        calls.append(original(params, cfg))
+        return calls[-1]
+
+    monkeypatch.setattr(convert_onnx, "to_onnx_weights", spy)
+    m = _model("float64", **kw)
+    data = convert_onnx.lstm_model(m.config, m.state_dict(), dtype=np.float64)
+    assert len(calls) == 1
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load_from_string(data).graph.initializer}
+    names = set()
+    for k, layer in enumerate(calls[0]):
+        for n in "WRBP":
+            if layer[n] is None:
+                assert f"{n}{k}" not in inits
+                continue
+            names.add(f"{n}{k}")
+            assert inits[f"{n}{k}"].dtype == np.float64
+            np.testing.assert_array_equal(inits[f"{n}{k}"], layer[n])
+    assert set(inits) - names == {"dir_shape"}
+
+
+@pytest.mark.parametrize("kw", [CONFIGS[1], CONFIGS[4]])
+def test_onnx_lstm_session_matches_fastlstm(kw, rng):
+    require("onnx")
+    require("onnxruntime")
+    m = _model("float32", **kw)
+    x = _input(rng, m, T=5, B=3, dtype=np.float32)
+    x_tm = np.ascontiguousarray(x.transpose(1, 0, 2)) if m.batch_first else x
+    lengths = np.array([5, 1, 3])
+    session = convert_onnx.OnnxLSTM(convert_onnx.lstm_model(m.config, m.state_dict(), with_lengths=True))
+    y, (h_n, c_n) = m(x, lengths=lengths)
+    y_o, (h_o, c_o) = session(x_tm, lengths)
+    np.testing.assert_allclose(y_o.transpose(1, 0, 2) if m.batch_first else y_o, y, rtol=1e-5, atol=1e-5)
+    for a, b in ((h_o, h_n), (c_o, c_n)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    plain = convert_onnx.lstm_model(m.config, m.state_dict())
+    y_full = m(x)[0]
+    y_run = convert_onnx.run_onnx(plain, x_tm)[0]
+    np.testing.assert_allclose(y_run.transpose(1, 0, 2) if m.batch_first else y_run, y_full, rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="sequence_lens"):
+        convert_onnx.OnnxLSTM(plain)(x_tm, lengths)

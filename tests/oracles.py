@@ -1,6 +1,6 @@
 """Optional third-party oracles (torch, onnxruntime, onnx): skip when missing, except where CI demands them.
 
-DESIGN.md: in CI the oracle tests must run, not skip; CI sets FASTLSTM_REQUIRE_ORACLES=1 to make a missing
+In CI the oracle tests must run, not skip; CI sets FASTLSTM_REQUIRE_ORACLES=1 to make a missing
 oracle a failure instead of a silent skip.
 """
 

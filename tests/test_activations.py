@@ -17,7 +17,8 @@ def _sweep(dtype) -> np.ndarray:
     rng = np.random.default_rng(7)
     finfo = np.finfo(dtype)
     mags = np.concatenate([
-        np.logspace(np.log10(float(finfo.smallest_subnormal)), np.log10(float(finfo.max)) - 1e-9, 100_003),  # every binade
+        # every binade
+        np.logspace(np.log10(float(finfo.smallest_subnormal)), np.log10(float(finfo.max)) - 1e-9, 100_003),
         rng.uniform(0, 25, 300_001),  # where the functions curve and saturate
         np.linspace(0, 1, 10_001),  # the polynomial / exp switch of tanh
     ]).astype(dtype)

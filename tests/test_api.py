@@ -1,4 +1,4 @@
-"""The public API of API.md: construction, parameters, the error contract (every bad argument gets the
+"""The public API (docs/api.md): construction, parameters, the error contract (every bad argument gets the
 documented error naming it, and leaves the module unchanged), threads and concurrent calls."""
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tolerance import assert_close_to_reference
 
 import fastlstm
 from fastlstm import _runtime, reference
+from tolerance import assert_close_to_reference
 
 DTYPES = ["float32", "float64"]
 

@@ -14,7 +14,7 @@ from fastlstm import reference
 from fastlstm._config import Config
 from oracles import require
 
-SIZES = (1, 3, 7, 17, 33)  # sizes that hit the loop tails of the fast kernels (DESIGN.md)
+SIZES = (1, 3, 7, 17, 33)  # sizes that hit the loop tails of the fast kernels
 TOL = {"rtol": 1e-10, "atol": 1e-10}
 
 

@@ -297,12 +297,13 @@ def test_extreme_values_propagate_like_the_reference(dtype):
         np.testing.assert_array_equal(np.isnan(ours), np.isnan(ref), err_msg=name)
         ok = np.isfinite(ref)
         scale = 1 + np.max(np.abs(ref[ok]), initial=0.0)
-        np.testing.assert_allclose(ours[ok], ref[ok], atol=(1e-5 if dtype == "float32" else 1e-12) * scale, err_msg=name)
+        atol = (1e-5 if dtype == "float32" else 1e-12) * scale
+        np.testing.assert_allclose(ours[ok], ref[ok], atol=atol, err_msg=name)
 
 
 def test_float32_long_sequences_stay_within_the_drift_bound():
     """T = 100000 in float32: finite, and over every step no farther from the float64 truth than twice the
-    float32 reference's own drift (DESIGN.md's rule), for y and the final state."""
+    float32 reference's own drift (the tolerance rule of tests/tolerance.py), for y and the final state."""
     m = fastlstm.LSTM(4, 8, seed=3)
     x = np.random.default_rng(0).standard_normal((100_000, 1, 4)).astype(np.float32)
     y, (h, c) = m(x)
@@ -355,7 +356,8 @@ def test_training_in_one_thread_while_others_infer(threads):
             fastlstm.set_num_threads(1 + n % 2)
             trainer(xs[0], train=True)
             dx, _ = trainer.backward(np.ones((12, 3, 16), np.float32))
-            if not (np.array_equal(dx, dx_expect) and all(np.array_equal(trainer.grads[k], g_expect[k]) for k in g_expect)):
+            same = all(np.array_equal(trainer.grads[k], g_expect[k]) for k in g_expect)
+            if not (np.array_equal(dx, dx_expect) and same):
                 failures.append(("train", n))
 
     ts = [threading.Thread(target=infer, args=(i,)) for i in range(6)] + [threading.Thread(target=train)]

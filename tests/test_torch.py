@@ -8,8 +8,8 @@ import io
 import os
 import socket
 
-import numpy as np
 import pytest
+
 from oracles import require
 
 torch = require("torch")
@@ -42,7 +42,8 @@ def _run(model, x, hx, packed_lengths=None):
     if packed_lengths is not None:
         assert isinstance(y, torch.nn.utils.rnn.PackedSequence)
         y = y.data
-    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)).sum() + (h * 0.3).sum() + (c * 0.7).sum()
+    weights = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).reshape(y.shape)
+    loss = (y * weights).sum() + (h * 0.3).sum() + (c * 0.7).sum()
     loss.backward()
     return y, h, c
 
@@ -51,7 +52,7 @@ def _run(model, x, hx, packed_lengths=None):
 @pytest.mark.parametrize("opts", OPTIONS)
 def test_same_numbers_and_gradients_as_nn_lstm(opts, packed):
     ref, fast = _pair(opts)
-    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), fast.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)  # same names, order and seeded init
     gen = torch.Generator().manual_seed(1)
     B, T = 4, 6
@@ -65,11 +66,11 @@ def test_same_numbers_and_gradients_as_nn_lstm(opts, packed):
     x2, h2, c2 = (t.detach().clone().requires_grad_() for t in (x1, h0, c0))
     out_ref = _run(ref, x1, (h0, c0), lengths)
     out_fast = _run(fast, x2, (h2, c2), lengths)
-    for a, b in zip(out_ref, out_fast):
+    for a, b in zip(out_ref, out_fast, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
     for a, b in ((x1, x2), (h0, h2), (c0, c2)):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12)
-    for (name, p1), (_, p2) in zip(ref.named_parameters(), fast.named_parameters()):
+    for (name, p1), (_, p2) in zip(ref.named_parameters(), fast.named_parameters(), strict=True):
         torch.testing.assert_close(p2.grad, p1.grad, rtol=1e-10, atol=1e-12, msg=name)
 
 
@@ -111,7 +112,8 @@ def test_more_cases_match_nn_lstm(case):
     hx = None
     if case in ("eval_dropout", "unbatched", "float32"):
         lead = (D * L,) if case == "unbatched" else (D * L, B)
-        hx = (torch.randn(lead + (hout,), generator=gen, dtype=dtype), torch.randn(lead + (7,), generator=gen, dtype=dtype))
+        hx = (torch.randn(lead + (hout,), generator=gen, dtype=dtype),
+              torch.randn(lead + (7,), generator=gen, dtype=dtype))
     outs = []
     for model in (ref, fast):
         xi = x.clone().requires_grad_()
@@ -181,7 +183,7 @@ def test_optimizer_loop_matches_nn_lstm():
             opt.zero_grad()
             ((model(x)[0] - target) ** 2).mean().backward()
             opt.step()
-    for p1, p2 in zip(ref.parameters(), fast.parameters()):
+    for p1, p2 in zip(ref.parameters(), fast.parameters(), strict=True):
         torch.testing.assert_close(p2, p1, rtol=1e-9, atol=1e-11)
 
 

@@ -1,4 +1,4 @@
-"""DESIGN.md's tolerance rule, in one place.
+"""The tolerance rule of the tests (docs/design.md, "Testing"), in one place.
 
 One step: |fast - ref64| <= STEP_TOL[dtype]. Whole sequences: max|fast - ref64| <= 2 * max|ref_dt - ref64| + floor,
 where ref_dt is the NumPy reference run in the fast path's dtype: the engine may not be more than twice as far

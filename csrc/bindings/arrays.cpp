@@ -8,9 +8,12 @@ void value_error(const std::string& msg) { throw py::value_error(msg); }
 
 py::dtype np_dtype(DType t) {
   switch (t) {
-    case DType::kF32: return py::dtype::of<float>();
-    case DType::kF64: return py::dtype::of<double>();
-    default: value_error(std::string("dtype: ") + dtype_name(t) + " has no numpy array form here");
+    case DType::kF32:
+      return py::dtype::of<float>();
+    case DType::kF64:
+      return py::dtype::of<double>();
+    default:
+      value_error(std::string("dtype: ") + dtype_name(t) + " has no numpy array form here");
   }
 }
 

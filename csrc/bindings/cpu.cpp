@@ -128,8 +128,8 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
     const CallSizes need = e.engine->sizes(s, a.T, a.B, train);
     check_available_memory(need.total(), "x");
   }
-  const std::vector<py::ssize_t> yshape = batch_first ? std::vector<py::ssize_t>{a.B, a.T, D * Hout}
-                                                      : std::vector<py::ssize_t>{a.T, a.B, D * Hout};
+  const std::vector<py::ssize_t> yshape =
+      batch_first ? std::vector<py::ssize_t>{a.B, a.T, D * Hout} : std::vector<py::ssize_t>{a.T, a.B, D * Hout};
   io.y = py::array(np_dtype(dt), yshape);
   io.h_n = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, a.B, Hout});
   io.c_n = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, a.B, H});
@@ -142,8 +142,8 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
   return io;
 }
 
-py::tuple forward(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
-                  const py::object& c0, const py::object& lengths, bool batch_first, int num_threads) {
+py::tuple forward(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0, const py::object& c0,
+                  const py::object& lengths, bool batch_first, int num_threads) {
   ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, num_threads, false);
   {
     py::gil_scoped_release release;
@@ -187,8 +187,8 @@ py::tuple backward(const PyEngine& e, const PyWeights& w, const PySaved& saved, 
   const py::ssize_t D = s.directions(), L = s.num_layers, Hout = s.out_size(), H = s.hidden_size, P = s.proj_size;
   const py::ssize_t T = st.T, B = st.B;
   const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
-  const std::vector<py::ssize_t> yshape = batch_first ? std::vector<py::ssize_t>{B, T, D * Hout}
-                                                      : std::vector<py::ssize_t>{T, B, D * Hout};
+  const std::vector<py::ssize_t> yshape =
+      batch_first ? std::vector<py::ssize_t>{B, T, D * Hout} : std::vector<py::ssize_t>{T, B, D * Hout};
   BackwardArgs a;
   a.weights = w.weights.get();
   a.state = &st;
@@ -197,8 +197,8 @@ py::tuple backward(const PyEngine& e, const PyWeights& w, const PySaved& saved, 
   a.dy_sb = elem_stride(dy, ba, "dy");
   if (!dh_n.is_none()) a.dh_n = checked(dh_n, "dh_n", dt, {D * L, B, Hout});
   if (!dc_n.is_none()) a.dc_n = checked(dc_n, "dc_n", dt, {D * L, B, H});
-  const std::vector<py::ssize_t> xshape = batch_first ? std::vector<py::ssize_t>{B, T, s.input_size}
-                                                      : std::vector<py::ssize_t>{T, B, s.input_size};
+  const std::vector<py::ssize_t> xshape =
+      batch_first ? std::vector<py::ssize_t>{B, T, s.input_size} : std::vector<py::ssize_t>{T, B, s.input_size};
   py::array dx(np_dtype(dt), xshape);
   py::array dh0(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, Hout});
   py::array dc0(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, H});
@@ -256,9 +256,12 @@ py::dict sizes(const PyEngine& e, const PyWeights& w, int T, int B, bool train) 
 
 py::array activation(const py::array& x, const std::string& which, const std::string& isa) {
   DType dt;
-  if (x.dtype().is(py::dtype::of<float>())) dt = DType::kF32;
-  else if (x.dtype().is(py::dtype::of<double>())) dt = DType::kF64;
-  else type_error("x: expected float32 or float64");
+  if (x.dtype().is(py::dtype::of<float>()))
+    dt = DType::kF32;
+  else if (x.dtype().is(py::dtype::of<double>()))
+    dt = DType::kF64;
+  else
+    type_error("x: expected float32 or float64");
   if (x.ndim() != 1 || !(x.flags() & py::array::c_style)) value_error("x: expected a contiguous 1-D array");
   if (which != "sigmoid" && which != "tanh") value_error("which: expected 'sigmoid' or 'tanh'");
   py::array out(x.dtype(), std::vector<py::ssize_t>{x.shape(0)});
@@ -300,8 +303,8 @@ void bind_cpu(py::module_& m) {
            py::arg("batch_first"), py::arg("num_threads") = 0)
       .def("forward_train", &forward_train, py::arg("weights"), py::arg("x"), py::arg("h0"), py::arg("c0"),
            py::arg("lengths"), py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0)
-      .def("backward", &backward, py::arg("weights"), py::arg("saved"), py::arg("dy"), py::arg("dh_n"),
-           py::arg("dc_n"), py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0)
+      .def("backward", &backward, py::arg("weights"), py::arg("saved"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
+           py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0)
       .def("sizes", &sizes, py::arg("weights"), py::arg("T"), py::arg("B"), py::arg("train"),
            "Bytes a call of T steps on B rows needs at most: outputs, workspace, saved state (training).");
   py::class_<PyWeights>(m, "Weights", "Weights packed by an engine (immutable).")
@@ -311,29 +314,41 @@ void bind_cpu(py::module_& m) {
       .def_property_readonly("nbytes", [](const PySaved& s) { return s.state->nbytes; });
   m.def("cpu_engine", &cpu_engine, py::arg("isa"), py::arg("dtype"), py::arg("precision") = "default",
         py::arg("cell") = "lstm");
-  m.def("native_precisions", [](const std::string& isa, const std::string& dtype) {
-    return precision_names(cpu::native_precisions(isa_of(isa), dtype_of(dtype)));
-  }, py::arg("isa"), py::arg("dtype"));
+  m.def(
+      "native_precisions",
+      [](const std::string& isa, const std::string& dtype) {
+        return precision_names(cpu::native_precisions(isa_of(isa), dtype_of(dtype)));
+      },
+      py::arg("isa"), py::arg("dtype"));
   m.def("activation", &activation, py::arg("x"), py::arg("which"), py::arg("isa"));
   m.def("cpu_info", &cpu_info);
-  m.def("fma_peak_gflops", [](const std::string& isa, int threads, double seconds) {
-    const cpu::Isa which = isa_of(isa);
-    py::gil_scoped_release release;
-    return cpu::fma_peak_gflops(which, threads, seconds);
-  }, py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.2,
-     "Measured float32 FMA throughput (GFLOP/s) of an ISA's kernels on `threads` threads.");
-  m.def("read_bandwidth_gbs", [](const std::string& isa, int threads, std::size_t bytes_per_thread, double seconds) {
-    const cpu::Isa which = isa_of(isa);
-    py::gil_scoped_release release;
-    return cpu::read_bandwidth_gbs(which, threads, bytes_per_thread, seconds);
-  }, py::arg("isa"), py::arg("threads"), py::arg("bytes_per_thread"), py::arg("seconds") = 0.2,
-     "Measured read bandwidth (GB/s, all threads) of vector loads sweeping bytes_per_thread on each thread.");
-  m.def("step_exchange_us", [](int threads, std::size_t bytes, int steps) {
-    py::gil_scoped_release release;
-    return cpu::step_exchange_us(threads, bytes, steps);
-  }, py::arg("threads"), py::arg("bytes"), py::arg("steps") = 20000,
-     "Measured microseconds of one step's exchange of a bytes-long state across threads (write share, barrier, "
-     "read all).");
+  m.def(
+      "fma_peak_gflops",
+      [](const std::string& isa, int threads, double seconds) {
+        const cpu::Isa which = isa_of(isa);
+        py::gil_scoped_release release;
+        return cpu::fma_peak_gflops(which, threads, seconds);
+      },
+      py::arg("isa"), py::arg("threads"), py::arg("seconds") = 0.2,
+      "Measured float32 FMA throughput (GFLOP/s) of an ISA's kernels on `threads` threads.");
+  m.def(
+      "read_bandwidth_gbs",
+      [](const std::string& isa, int threads, std::size_t bytes_per_thread, double seconds) {
+        const cpu::Isa which = isa_of(isa);
+        py::gil_scoped_release release;
+        return cpu::read_bandwidth_gbs(which, threads, bytes_per_thread, seconds);
+      },
+      py::arg("isa"), py::arg("threads"), py::arg("bytes_per_thread"), py::arg("seconds") = 0.2,
+      "Measured read bandwidth (GB/s, all threads) of vector loads sweeping bytes_per_thread on each thread.");
+  m.def(
+      "step_exchange_us",
+      [](int threads, std::size_t bytes, int steps) {
+        py::gil_scoped_release release;
+        return cpu::step_exchange_us(threads, bytes, steps);
+      },
+      py::arg("threads"), py::arg("bytes"), py::arg("steps") = 20000,
+      "Measured microseconds of one step's exchange of a bytes-long state across threads (write share, barrier, "
+      "read all).");
   m.def("get_num_threads", &cpu::default_num_threads);
   m.def("set_num_threads", &cpu::set_default_num_threads, py::arg("n"));
 }

@@ -54,8 +54,10 @@ class BigBlockCache {
       for (int n = 0; n < kSlots; ++n) {
         int free_slot = -1, oldest = -1;
         for (int i = 0; i < kSlots; ++i) {
-          if (!slot_[i].p) free_slot = i;
-          else if (oldest < 0 || slot_[i].age < slot_[oldest].age) oldest = i;
+          if (!slot_[i].p)
+            free_slot = i;
+          else if (oldest < 0 || slot_[i].age < slot_[oldest].age)
+            oldest = i;
         }
         if (free_slot >= 0 && total_ + capacity <= kMaxTotal) {
           slot_[free_slot] = Slot{q, capacity, ++clock_};
@@ -91,8 +93,10 @@ BigBlockCache& big_blocks() {
 }
 
 void release(void* p, std::size_t bytes) {
-  if (p && bytes >= kBig) big_blocks().give(p, capacity_of(bytes));
-  else std::free(p);
+  if (p && bytes >= kBig)
+    big_blocks().give(p, capacity_of(bytes));
+  else
+    std::free(p);
 }
 
 }  // namespace

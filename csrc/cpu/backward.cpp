@@ -77,9 +77,21 @@ struct BackCall {
   DxTask dxt;
 
   BackCall(const PackedModel& model, const TrainState& state, const BackwardArgs& args)
-      : a(args), st(state), m(model), kernels(model.kernels()), order(state.order), L(st.shape.num_layers),
-        D(st.shape.directions()), H(st.shape.hidden_size), P(st.shape.proj_size), Hout(st.shape.out_size()),
-        B(st.B), steps(order.steps), I0(st.shape.input_size), h_ld(st.h_ld), c_ld(st.c_ld) {}
+      : a(args),
+        st(state),
+        m(model),
+        kernels(model.kernels()),
+        order(state.order),
+        L(st.shape.num_layers),
+        D(st.shape.directions()),
+        H(st.shape.hidden_size),
+        P(st.shape.proj_size),
+        Hout(st.shape.out_size()),
+        B(st.B),
+        steps(order.steps),
+        I0(st.shape.input_size),
+        h_ld(st.h_ld),
+        c_ld(st.c_ld) {}
 
   std::int64_t row(int t, int r) const { return static_cast<std::int64_t>(t) * B + r; }
 
@@ -105,7 +117,8 @@ struct BackCall {
     const BackwardPlan plan(Geometry{m.family, m.cell, st.shape}, steps, B, M, n, h_ld, c_ld, sizeof(T));
     Workspace ws(plan.total);
     std::vector<void*> gwork(n);
-    for (int i = 0; i < n; ++i) gwork[i] = ws.at<char>(plan.grad_work) + static_cast<std::size_t>(i) * plan.grad_work_stride;
+    for (int i = 0; i < n; ++i)
+      gwork[i] = ws.at<char>(plan.grad_work) + static_cast<std::size_t>(i) * plan.grad_work_stride;
     const int G = kernels.gates;
     const std::size_t hb = mul_sz(mul_sz(B, h_ld), sizeof(T)), cb = mul_sz(mul_sz(B, c_ld), sizeof(T));
 
@@ -124,7 +137,10 @@ struct BackCall {
         const BackwardPlan::PerDirection& po = plan.dir[d];
         BackTask& b = bt[d];
         b = BackTask();
-        b.steps = steps; b.B = B; b.H = H; b.P = P;
+        b.steps = steps;
+        b.B = B;
+        b.H = H;
+        b.P = P;
         b.reverse = d == 1;
         b.peephole = st.shape.peephole;
         b.active = order.active_rows();
@@ -134,11 +150,15 @@ struct BackCall {
         b.c0 = st.at(sv.c0);
         b.h0 = st.at(sv.h0);
         if (k == L - 1) {
-          b.dy = static_cast<const T*>(a.dy) + d * Hout; b.dy_st = a.dy_st; b.dy_sb = a.dy_sb;
+          b.dy = static_cast<const T*>(a.dy) + d * Hout;
+          b.dy_st = a.dy_st;
+          b.dy_sb = a.dy_sb;
           b.dy_rows = order.rows();
         } else {
-          b.dy = ws.at<T>(plan.upstream[k & 1]) + d * Hout; b.dy_st = static_cast<std::int64_t>(B) * D * Hout;
-          b.dy_sb = D * Hout; b.dy_rows = nullptr;
+          b.dy = ws.at<T>(plan.upstream[k & 1]) + d * Hout;
+          b.dy_st = static_cast<std::int64_t>(B) * D * Hout;
+          b.dy_sb = D * Hout;
+          b.dy_rows = nullptr;
         }
         T* dh = ws.at<T>(po.dh);
         T* dc = ws.at<T>(po.dc);
@@ -149,12 +169,18 @@ struct BackCall {
           if (a.dh_n) std::memcpy(dh + r * h_ld, static_cast<const T*>(a.dh_n) + src * Hout, sizeof(T) * Hout);
           if (a.dc_n) std::memcpy(dc + r * c_ld, static_cast<const T*>(a.dc_n) + src * H, sizeof(T) * H);
         }
-        b.dh = dh; b.dc = dc; b.dpre = ws.at<void>(po.dpre);
+        b.dh = dh;
+        b.dc = dc;
+        b.dpre = ws.at<void>(po.dpre);
         b.hall = ws.at<void>(po.hall);
         b.hpre_all = P > 0 ? ws.at<void>(po.hpre) : nullptr;
         b.dh_save = P > 0 ? ws.at<void>(po.dh_save) : nullptr;
-        b.w_hh_t = m.at(o.w_hh_t); b.w_hr = m.at(o.w_hr); b.w_hr_t = m.at(o.w_hr_t); b.peep = m.at(o.peep);
-        b.h_ld = h_ld; b.c_ld = c_ld;
+        b.w_hh_t = m.at(o.w_hh_t);
+        b.w_hr = m.at(o.w_hr);
+        b.w_hr_t = m.at(o.w_hr_t);
+        b.peep = m.at(o.peep);
+        b.h_ld = h_ld;
+        b.c_ld = c_ld;
         b.barrier = team.barrier_of(d);
 
         // Row lists of the weight gradients: every live (t, r), t ascending then r.
@@ -177,12 +203,25 @@ struct BackCall {
         }
         GradTask& g = gt[d];
         g = GradTask();
-        g.M = static_cast<int>(M); g.I = width; g.H = H; g.P = P; g.peephole = st.shape.peephole;
-        g.dz_rows = dz_r; g.x_rows = x_r; g.hprev_rows = hp_r; g.cprev_rows = cp_r; g.c_rows = c_r;
-        g.dh_rows = dh_r; g.hpre_rows = hpre_r;
-        g.gw_ih_t = ws.at<void>(po.gw_ih); g.gw_hh_t = ws.at<void>(po.gw_hh); g.gb = ws.at<void>(po.gb);
-        g.gp = ws.at<void>(po.gp); g.gw_hr_t = ws.at<void>(po.gw_hr);
-        g.h_ld = h_ld; g.c_ld = c_ld;
+        g.M = static_cast<int>(M);
+        g.I = width;
+        g.H = H;
+        g.P = P;
+        g.peephole = st.shape.peephole;
+        g.dz_rows = dz_r;
+        g.x_rows = x_r;
+        g.hprev_rows = hp_r;
+        g.cprev_rows = cp_r;
+        g.c_rows = c_r;
+        g.dh_rows = dh_r;
+        g.hpre_rows = hpre_r;
+        g.gw_ih_t = ws.at<void>(po.gw_ih);
+        g.gw_hh_t = ws.at<void>(po.gw_hh);
+        g.gb = ws.at<void>(po.gb);
+        g.gp = ws.at<void>(po.gp);
+        g.gw_hr_t = ws.at<void>(po.gw_hr);
+        g.h_ld = h_ld;
+        g.c_ld = c_ld;
         g.work = gwork.data();
       }
       // The layer input's gradient: the user's dx, or the upstream gradient of layer k - 1 (times its mask).
@@ -203,7 +242,10 @@ struct BackCall {
         }
       }
       dxt = DxTask();
-      dxt.M = static_cast<int>(M); dxt.I = width; dxt.D = D; dxt.K = G * c_ld;
+      dxt.M = static_cast<int>(M);
+      dxt.I = width;
+      dxt.D = D;
+      dxt.K = G * c_ld;
       for (int d = 0; d < D; ++d) {
         dxt.dz_rows[d] = ws.at<const void*>(plan.dir[d].ptr);
         dxt.w_ih_t[d] = m.at(m.layers[k * D + d].w_ih_t);
@@ -231,7 +273,8 @@ struct BackCall {
         const T* s = src + static_cast<std::int64_t>((j0 / U) * G + gate) * U;
         for (int c0 = 0; c0 < width; c0 += kCols) {
           const int cw = std::min(kCols, width - c0);
-          for (int c = 0; c < cw; ++c) std::memcpy(tile[c], s + static_cast<std::int64_t>(c0 + c) * G * c_ld, sizeof(T) * count);
+          for (int c = 0; c < cw; ++c)
+            std::memcpy(tile[c], s + static_cast<std::int64_t>(c0 + c) * G * c_ld, sizeof(T) * count);
           for (int u = 0; u < count; ++u) {
             T* row = dst + static_cast<std::int64_t>(gate * H + j0 + u) * width + c0;
             for (int c = 0; c < cw; ++c) row[c] = tile[c][u];

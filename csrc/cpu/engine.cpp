@@ -15,8 +15,16 @@ namespace {
 bool family_key(DType dtype, Precision p, DType* compute, WeightFormat* weights) {
   switch (p) {
     case Precision::kDefault:
-      if (dtype == DType::kF32) { *compute = DType::kF32; *weights = WeightFormat::kF32; return true; }
-      if (dtype == DType::kF64) { *compute = DType::kF64; *weights = WeightFormat::kF64; return true; }
+      if (dtype == DType::kF32) {
+        *compute = DType::kF32;
+        *weights = WeightFormat::kF32;
+        return true;
+      }
+      if (dtype == DType::kF64) {
+        *compute = DType::kF64;
+        *weights = WeightFormat::kF64;
+        return true;
+      }
       return false;
     case Precision::kBF16:
       *compute = DType::kF32;
@@ -67,8 +75,8 @@ class CpuEngine final : public Engine {
       std::size_t params = 0;
       for (int k = 0; k < s.num_layers; ++k)
         params += 4 * H * (s.layer_input(k) + s.out_size() + 2) + 3 * H + static_cast<std::size_t>(s.proj_size) * H;
-      out = add_sz(out, add_sz(mul_sz(TB, s.input_size), add_sz(mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size),
-                                                                mul_sz(params, D))));
+      out = add_sz(out, add_sz(mul_sz(TB, s.input_size),
+                               add_sz(mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size), mul_sz(params, D))));
     }
     c.outputs = mul_sz(out, elem);
     c.workspace = forward_workspace_bytes(g, T, B, n, train);
@@ -110,13 +118,12 @@ std::shared_ptr<const Engine> make_engine(Isa isa, const EngineKey& key) {
   if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa: ") + isa_name(isa) + " is not supported here");
   DType compute;
   WeightFormat weights;
-  const KernelFamily* f = family_key(key.dtype, key.precision, &compute, &weights)
-                              ? find_family(isa, compute, weights)
-                              : nullptr;
+  const KernelFamily* f =
+      family_key(key.dtype, key.precision, &compute, &weights) ? find_family(isa, compute, weights) : nullptr;
   if (!f)
-    throw std::invalid_argument(std::string("precision: '") + precision_name(key.precision) + "' is not available for " +
-                                dtype_name(key.dtype) + " on this CPU (" + isa_name(isa) + "); it offers: " +
-                                offers(isa, key.dtype));
+    throw std::invalid_argument(std::string("precision: '") + precision_name(key.precision) +
+                                "' is not available for " + dtype_name(key.dtype) + " on this CPU (" + isa_name(isa) +
+                                "); it offers: " + offers(isa, key.dtype));
   return std::make_shared<CpuEngine>(*f, key);
 }
 

@@ -15,7 +15,7 @@
 
 namespace fastlstm::cpu {
 
-class Barrier;  // threads.h
+class Barrier;                        // threads.h
 void barrier_wait(Barrier* barrier);  // out of line, so kernel files never compile <atomic> code
 
 // One layer and direction of one call, as seen by every thread of the group that runs it.
@@ -26,10 +26,10 @@ struct DirTask {
   int steps = 0;                   // time steps run: the longest length
   int B = 0, I = 0, H = 0, P = 0;  // P = 0 without projection; Hout = P ? P : H
   bool reverse = false, peephole = false;
-  const void* x = nullptr;         // x(t, r) = x + t * x_st + x_rows[r] * x_sb, I contiguous elements
+  const void* x = nullptr;  // x(t, r) = x + t * x_st + x_rows[r] * x_sb, I contiguous elements
   std::int64_t x_st = 0, x_sb = 0;
   const std::int32_t* x_rows = nullptr;  // [B], null = identity
-  void* y = nullptr;               // y(t, r) = y + t * y_st + y_rows[r] * y_sb, Hout contiguous elements
+  void* y = nullptr;                     // y(t, r) = y + t * y_st + y_rows[r] * y_sb, Hout contiguous elements
   std::int64_t y_st = 0, y_sb = 0;
   const std::int32_t* y_rows = nullptr;
   const std::int32_t* active = nullptr;  // [T] rows alive at time t, null = all B
@@ -39,8 +39,8 @@ struct DirTask {
   void* c = nullptr;                // [B][c_ld] cell state, updated in place
   void* hpre = nullptr;             // [B][c_ld] o * tanh(c) before the projection (P > 0 only)
   std::int64_t h_ld = 0, c_ld = 0;
-  int chunk = 1;                    // steps per input-projection chunk
-  Barrier* barrier = nullptr;       // the group's barrier
+  int chunk = 1;               // steps per input-projection chunk
+  Barrier* barrier = nullptr;  // the group's barrier
   // Training forward only (null otherwise): per (t, r) at index t * B + r, the post-activation gates
   // [4 * c_ld] in the packed order [NB][4][U] and the new cell state [c_ld]; and a dropout mask applied to
   // the y written: y(t, r) *= mask + t * m_st + m_rows[r] * m_sb (Hout contiguous).
@@ -61,17 +61,17 @@ struct BackTask {
   const void* gates = nullptr;
   void* dz = nullptr;
   const void* csave = nullptr;
-  const void* c0 = nullptr;          // [B][c_ld] the state before the first step
-  const void* h0 = nullptr;          // [B][h_ld]
-  const void* dy = nullptr;          // dy(t, r) = dy + t * dy_st + dy_rows[r] * dy_sb, Hout contiguous
+  const void* c0 = nullptr;  // [B][c_ld] the state before the first step
+  const void* h0 = nullptr;  // [B][h_ld]
+  const void* dy = nullptr;  // dy(t, r) = dy + t * dy_st + dy_rows[r] * dy_sb, Hout contiguous
   std::int64_t dy_st = 0, dy_sb = 0;
   const std::int32_t* dy_rows = nullptr;
-  void* dh = nullptr;                // [B][h_ld] in: dh_n, out: dh0 (carried gradient of h)
-  void* dc = nullptr;                // [B][c_ld] in: dc_n, out: dc0
-  void* dpre = nullptr;              // [B][c_ld] gradient of o * tanh(c) (P > 0)
-  void* hall = nullptr;              // [steps][B][h_ld] out: h_t recomputed, for dW_hh
-  void* hpre_all = nullptr;          // [steps][B][c_ld] out: o * tanh(c_t) (P > 0), for dW_hr
-  void* dh_save = nullptr;           // [steps][B][h_ld] out: dh_t (P > 0), for dW_hr
+  void* dh = nullptr;        // [B][h_ld] in: dh_n, out: dh0 (carried gradient of h)
+  void* dc = nullptr;        // [B][c_ld] in: dc_n, out: dc0
+  void* dpre = nullptr;      // [B][c_ld] gradient of o * tanh(c) (P > 0)
+  void* hall = nullptr;      // [steps][B][h_ld] out: h_t recomputed, for dW_hh
+  void* hpre_all = nullptr;  // [steps][B][c_ld] out: o * tanh(c_t) (P > 0), for dW_hr
+  void* dh_save = nullptr;   // [steps][B][h_ld] out: dh_t (P > 0), for dW_hr
   const void *w_hh_t = nullptr, *w_hr = nullptr, *w_hr_t = nullptr, *peep = nullptr;  // packed
   std::int64_t h_ld = 0, c_ld = 0;
   Barrier* barrier = nullptr;
@@ -82,20 +82,20 @@ struct BackTask {
 struct GradTask {
   int M = 0, I = 0, H = 0, P = 0;
   bool peephole = false;
-  const void* const* dz_rows = nullptr;    // [M] -> [4 * c_ld]
-  const void* const* x_rows = nullptr;     // [M] -> [I] the layer input
-  const void* const* hprev_rows = nullptr; // [M] -> [Hout] h_{t-1}
-  const void* const* cprev_rows = nullptr; // [M] -> [c_ld] c_{t-1} (peephole)
-  const void* const* c_rows = nullptr;     // [M] -> [c_ld] c_t (peephole)
-  const void* const* dh_rows = nullptr;    // [M] -> [h_ld] dh_t (P > 0)
-  const void* const* hpre_rows = nullptr;  // [M] -> [c_ld] o * tanh(c_t) (P > 0)
-  void* gw_ih_t = nullptr;                 // [I][4 * c_ld]
-  void* gw_hh_t = nullptr;                 // [Hout][4 * c_ld]
-  void* gb = nullptr;                      // [4 * c_ld]
-  void* gp = nullptr;                      // [3][c_ld] (i, f, o)
-  void* gw_hr_t = nullptr;                 // [H][h_ld]
+  const void* const* dz_rows = nullptr;     // [M] -> [4 * c_ld]
+  const void* const* x_rows = nullptr;      // [M] -> [I] the layer input
+  const void* const* hprev_rows = nullptr;  // [M] -> [Hout] h_{t-1}
+  const void* const* cprev_rows = nullptr;  // [M] -> [c_ld] c_{t-1} (peephole)
+  const void* const* c_rows = nullptr;      // [M] -> [c_ld] c_t (peephole)
+  const void* const* dh_rows = nullptr;     // [M] -> [h_ld] dh_t (P > 0)
+  const void* const* hpre_rows = nullptr;   // [M] -> [c_ld] o * tanh(c_t) (P > 0)
+  void* gw_ih_t = nullptr;                  // [I][4 * c_ld]
+  void* gw_hh_t = nullptr;                  // [Hout][4 * c_ld]
+  void* gb = nullptr;                       // [4 * c_ld]
+  void* gp = nullptr;                       // [3][c_ld] (i, f, o)
+  void* gw_hr_t = nullptr;                  // [H][h_ld]
   std::int64_t h_ld = 0, c_ld = 0;
-  void* const* work = nullptr;             // per thread: grad_workspace_bytes
+  void* const* work = nullptr;  // per thread: grad_workspace_bytes
   static constexpr int kRowChunk = 512;
 };
 // Per-thread workspace of run_grads: one block's dz panel for a chunk of rows, [kRowChunk][gates * U].
@@ -103,11 +103,11 @@ struct GradTask {
 // dX of a layer: dx(m) = sum over directions of dz_d(m) W_ih_d, times a dropout mask for layers > 0.
 struct DxTask {
   int M = 0, I = 0, D = 1;
-  std::int64_t K = 0;                       // 4 * c_ld
+  std::int64_t K = 0;                                  // 4 * c_ld
   const void* const* dz_rows[2] = {nullptr, nullptr};  // [M] per direction
-  void* const* dx_rows = nullptr;           // [M] -> [I] out
-  const void* const* mask_rows = nullptr;   // [M] -> [I] or null
-  const void* w_ih_t[2] = {nullptr, nullptr};  // packed [ceil(I/U)][K][U]
+  void* const* dx_rows = nullptr;                      // [M] -> [I] out
+  const void* const* mask_rows = nullptr;              // [M] -> [I] or null
+  const void* w_ih_t[2] = {nullptr, nullptr};          // packed [ceil(I/U)][K][U]
 };
 
 // The kernels of one cell in one family. Thread `tid` of `nthreads`: the direction's group for run_direction
@@ -127,17 +127,17 @@ struct CellKernels {
 struct KernelFamily {
   Isa isa = Isa::kScalar;
   CpuFeature feature = CpuFeature::kNone;  // needed beyond the ISA's baseline
-  DType compute = DType::kF32;              // what products accumulate in, and the caller's arrays' type
+  DType compute = DType::kF32;             // what products accumulate in, and the caller's arrays' type
   WeightFormat weights = WeightFormat::kF32;
-  int units = 1;                            // U: hidden units per vector
-  CellKernels cells[kNumCells];             // indexed by Cell
+  int units = 1;                 // U: hidden units per vector
+  CellKernels cells[kNumCells];  // indexed by Cell
   // Element-wise sigmoid (which = 0) or tanh (1) of n values of the compute type, any n.
   void (*activation)(int which, const void* in, void* out, std::size_t n) = nullptr;
 };
 
 // Per ISA: the benchmark's measured bounds.
 struct IsaProbes {
-  double (*fma)(long iterations);                            // float32 FLOPs of a register-only FMA loop
+  double (*fma)(long iterations);                                   // float32 FLOPs of a register-only FMA loop
   double (*read)(const void* buf, std::size_t bytes, long passes);  // bytes read by repeated vector sweeps
 };
 

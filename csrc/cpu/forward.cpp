@@ -19,9 +19,9 @@ void require(bool ok, const std::string& what) {
 // every layer and direction, the layer outputs between layers (inference; training keeps them in the saved
 // state), the tasks, and one kernel workspace per thread.
 struct ForwardPlan {
-  int chunk = 1;                        // steps per input-projection chunk
-  std::int64_t h_ld = 0, c_ld = 0;      // row strides of h and c: Hout and H rounded up to the vector
-  std::size_t state_bytes = 0;          // one layer-direction's h[2], c, hpre
+  int chunk = 1;                    // steps per input-projection chunk
+  std::int64_t h_ld = 0, c_ld = 0;  // row strides of h and c: Hout and H rounded up to the vector
+  std::size_t state_bytes = 0;      // one layer-direction's h[2], c, hpre
   std::size_t o_tasks = 0, o_state = 0, o_inter[2] = {0, 0}, o_work = 0, work_stride = 0;
   std::size_t total = 0;
 
@@ -98,8 +98,16 @@ struct Call {
   const void* const* masks = nullptr;  // training forward: dropout masks per layer (or null)
 
   Call(const PackedModel& model, const ForwardArgs& args)
-      : a(args), m(model), kernels(model.kernels()), L(m.shape.num_layers), D(m.shape.directions()),
-        H(m.shape.hidden_size), P(m.shape.proj_size), Hout(m.shape.out_size()), B(args.B), T_(args.T) {}
+      : a(args),
+        m(model),
+        kernels(model.kernels()),
+        L(m.shape.num_layers),
+        D(m.shape.directions()),
+        H(m.shape.hidden_size),
+        P(m.shape.proj_size),
+        Hout(m.shape.out_size()),
+        B(args.B),
+        T_(args.T) {}
 
   void run() {
     order.build(T_, B, a.lengths);
@@ -155,15 +163,27 @@ struct Call {
         // Layer inputs and outputs: the user's x and y at the ends, sorted-row buffers in between.
         const std::int64_t inter_st = static_cast<std::int64_t>(B) * D * Hout;
         if (k == 0 && !save) {
-          tk.x = a.x; tk.x_st = a.x_st; tk.x_sb = a.x_sb; tk.x_rows = rows;
+          tk.x = a.x;
+          tk.x_st = a.x_st;
+          tk.x_sb = a.x_sb;
+          tk.x_rows = rows;
         } else {
           const int width = m.shape.layer_input(k);
-          tk.x = input_of(k); tk.x_st = static_cast<std::int64_t>(B) * width; tk.x_sb = width; tk.x_rows = nullptr;
+          tk.x = input_of(k);
+          tk.x_st = static_cast<std::int64_t>(B) * width;
+          tk.x_sb = width;
+          tk.x_rows = nullptr;
         }
         if (k == L - 1) {
-          tk.y = static_cast<T*>(a.y) + d * Hout; tk.y_st = a.y_st; tk.y_sb = a.y_sb; tk.y_rows = rows;
+          tk.y = static_cast<T*>(a.y) + d * Hout;
+          tk.y_st = a.y_st;
+          tk.y_sb = a.y_sb;
+          tk.y_rows = rows;
         } else {
-          tk.y = static_cast<T*>(input_of(k + 1)) + d * Hout; tk.y_st = inter_st; tk.y_sb = D * Hout; tk.y_rows = nullptr;
+          tk.y = static_cast<T*>(input_of(k + 1)) + d * Hout;
+          tk.y_st = inter_st;
+          tk.y_sb = D * Hout;
+          tk.y_rows = nullptr;
         }
         if (save) {
           const TrainState::Saved& sv = save->saved[k * D + d];
@@ -270,16 +290,19 @@ void check_args(const PackedModel& m, const ForwardArgs& a) {
   if (a.lengths) {
     for (int b = 0; b < a.B; ++b)
       require(a.lengths[b] >= 1 && a.lengths[b] <= a.T,
-              "lengths: every length must be in [1, T = " + std::to_string(a.T) + "]; lengths[" +
-                  std::to_string(b) + "] = " + std::to_string(a.lengths[b]));
+              "lengths: every length must be in [1, T = " + std::to_string(a.T) + "]; lengths[" + std::to_string(b) +
+                  "] = " + std::to_string(a.lengths[b]));
   }
 }
 
 template <class F>
 void by_type(const KernelFamily& f, F fn) {
-  if (f.compute == DType::kF32) fn(float{});
-  else if (f.compute == DType::kF64) fn(double{});
-  else throw std::invalid_argument(std::string("compute type ") + dtype_name(f.compute) + ": no forward driver");
+  if (f.compute == DType::kF32)
+    fn(float{});
+  else if (f.compute == DType::kF64)
+    fn(double{});
+  else
+    throw std::invalid_argument(std::string("compute type ") + dtype_name(f.compute) + ": no forward driver");
 }
 
 }  // namespace

@@ -13,9 +13,12 @@ namespace fastlstm::cpu {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return "scalar";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
   }
   return "unknown";
 }
@@ -32,14 +35,18 @@ bool isa_from_name(const char* name, Isa* out) {
 
 bool isa_built(Isa isa) {
   switch (isa) {
-    case Isa::kScalar: return true;
+    case Isa::kScalar:
+      return true;
 #if defined(FASTLSTM_HAVE_AVX2)
-    case Isa::kAvx2: return true;
+    case Isa::kAvx2:
+      return true;
 #endif
 #if defined(FASTLSTM_HAVE_AVX512)
-    case Isa::kAvx512: return true;
+    case Isa::kAvx512:
+      return true;
 #endif
-    default: return false;
+    default:
+      return false;
   }
 }
 
@@ -60,8 +67,8 @@ X86Features detect() {
   if (!osxsave || !avx) return f;
   unsigned xcr0_lo, xcr0_hi;
   __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
-  const bool os_ymm = (xcr0_lo & 0x6) == 0x6;     // XMM and YMM state
-  const bool os_zmm = (xcr0_lo & 0xe6) == 0xe6;   // plus opmask and both ZMM halves
+  const bool os_ymm = (xcr0_lo & 0x6) == 0x6;    // XMM and YMM state
+  const bool os_zmm = (xcr0_lo & 0xe6) == 0xe6;  // plus opmask and both ZMM halves
   if (__get_cpuid_max(0, nullptr) < 7) return f;
   __cpuid_count(7, 0, a, b, c, d);
   const bool avx2 = b & (1u << 5);
@@ -89,9 +96,12 @@ bool isa_supported(Isa isa) {
 #if defined(FASTLSTM_X86)
   const X86Features& f = features();
   switch (isa) {
-    case Isa::kScalar: return true;
-    case Isa::kAvx2: return f.avx2_fma;
-    case Isa::kAvx512: return f.avx512;
+    case Isa::kScalar:
+      return true;
+    case Isa::kAvx2:
+      return f.avx2_fma;
+    case Isa::kAvx512:
+      return f.avx512;
   }
   return false;
 #else
@@ -101,10 +111,14 @@ bool isa_supported(Isa isa) {
 
 const char* cpu_feature_name(CpuFeature f) {
   switch (f) {
-    case CpuFeature::kNone: return "none";
-    case CpuFeature::kAvx512Bf16: return "avx512_bf16";
-    case CpuFeature::kAvx512Vnni: return "avx512_vnni";
-    case CpuFeature::kAvxVnni: return "avx_vnni";
+    case CpuFeature::kNone:
+      return "none";
+    case CpuFeature::kAvx512Bf16:
+      return "avx512_bf16";
+    case CpuFeature::kAvx512Vnni:
+      return "avx512_vnni";
+    case CpuFeature::kAvxVnni:
+      return "avx_vnni";
   }
   return "unknown";
 }
@@ -112,10 +126,14 @@ const char* cpu_feature_name(CpuFeature f) {
 bool cpu_has(CpuFeature f) {
 #if defined(FASTLSTM_X86)
   switch (f) {
-    case CpuFeature::kNone: return true;
-    case CpuFeature::kAvx512Bf16: return features().avx512_bf16;
-    case CpuFeature::kAvx512Vnni: return features().avx512_vnni;
-    case CpuFeature::kAvxVnni: return features().avx_vnni;
+    case CpuFeature::kNone:
+      return true;
+    case CpuFeature::kAvx512Bf16:
+      return features().avx512_bf16;
+    case CpuFeature::kAvx512Vnni:
+      return features().avx512_vnni;
+    case CpuFeature::kAvxVnni:
+      return features().avx_vnni;
   }
   return false;
 #else

@@ -26,8 +26,10 @@ void pack_gates(const T* w, int G, int H, int K, int U, T* out) {
           const T* src = w + static_cast<std::size_t>(g * H + b * U + u) * K + k0;
           // A constant-size copy is a few vector moves; a variable-size one becomes `rep movs`, ~100 cycles
           // to start (it was 60% of the packing time).
-          if (kc == kCols) std::memcpy(tile[u], src, sizeof(tile[u]));
-          else std::memcpy(tile[u], src, sizeof(T) * kc);
+          if (kc == kCols)
+            std::memcpy(tile[u], src, sizeof(tile[u]));
+          else
+            std::memcpy(tile[u], src, sizeof(T) * kc);
         }
         for (int kk = 0; kk < kc; ++kk) {
           T* dst = out + ((static_cast<std::size_t>(b) * K + k0 + kk) * G + g) * U;
@@ -154,9 +156,14 @@ std::unique_ptr<PackedModel> pack_model(const KernelFamily& family, Cell cell, c
   m->units = family.units;
   m->gates = family.cells[static_cast<int>(cell)].gates;
   switch (family.weights) {
-    case WeightFormat::kF32: pack_all<float>(*m, layers); break;
-    case WeightFormat::kF64: pack_all<double>(*m, layers); break;
-    default: throw std::invalid_argument(std::string("weights: no packer for ") + weight_format_name(family.weights));
+    case WeightFormat::kF32:
+      pack_all<float>(*m, layers);
+      break;
+    case WeightFormat::kF64:
+      pack_all<double>(*m, layers);
+      break;
+    default:
+      throw std::invalid_argument(std::string("weights: no packer for ") + weight_format_name(family.weights));
   }
   return m;
 }

@@ -20,8 +20,8 @@ namespace fastlstm::cpu {
 struct PackedModel final : PackedWeights {
   const KernelFamily* family = nullptr;
   Cell cell = Cell::kLstm;
-  int units = 1;  // U
-  int gates = 4;  // G
+  int units = 1;    // U
+  int gates = 4;    // G
   struct Offsets {  // bytes into data
     std::size_t w_ih = 0, w_hh = 0, bias = 0, peep = 0, w_hr = 0, w_ih_t = 0, w_hh_t = 0, w_hr_t = 0;
   };

@@ -47,7 +47,10 @@ inline int joined_of(std::uint64_t v) { return static_cast<int>(v & 0xff); }
 template <class Done>
 void spin_until(Done done) {
   for (int spins = 0; !done(); ++spins) {
-    if (spins < 20000) cpu_relax(); else std::this_thread::yield();
+    if (spins < 20000)
+      cpu_relax();
+    else
+      std::this_thread::yield();
   }
 }
 
@@ -56,7 +59,7 @@ class Pool {
   // Never destroyed: workers may outlive static destruction order. A child of fork() has none of the
   // parent's workers (and maybe a mutex some other thread held): it starts a pool of its own.
   static Pool& instance() {
-    static Pool*& pool = [] () -> Pool*& {
+    static Pool*& pool = []() -> Pool*& {
       static Pool* p = new Pool();
 #if defined(__linux__)
       pthread_atfork(nullptr, nullptr, [] { p = new Pool(); });
@@ -102,7 +105,10 @@ class Pool {
     const auto deadline = Clock::now() + wait;
     for (int spins = 0; joined_of(admission_.load(std::memory_order_acquire)) < want; ++spins) {
       if (wait.count() >= 0 && (spins & 63) == 63 && Clock::now() >= deadline) break;
-      if (spins < 20000) cpu_relax(); else std::this_thread::yield();
+      if (spins < 20000)
+        cpu_relax();
+      else
+        std::this_thread::yield();
     }
     return joined_of(admission_.fetch_or(kClosed, std::memory_order_acq_rel));
   }
@@ -200,7 +206,10 @@ void Barrier::wait() {
     return;
   }
   for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-    if (spins < 4000) cpu_relax(); else std::this_thread::yield();
+    if (spins < 4000)
+      cpu_relax();
+    else
+      std::this_thread::yield();
   }
 }
 

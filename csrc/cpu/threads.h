@@ -14,7 +14,10 @@ inline constexpr int kMaxTeam = 64;
 class Barrier {
  public:
   explicit Barrier(int n = 1) : n_(n) {}
-  void reset(int n) { n_ = n; count_.store(0); }
+  void reset(int n) {
+    n_ = n;
+    count_.store(0);
+  }
   void wait();
 
  private:

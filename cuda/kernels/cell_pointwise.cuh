@@ -22,8 +22,8 @@ constexpr int kCellBlock = 256;
 template <bool kPeephole, typename Index>
 __global__ void __launch_bounds__(kCellBlock)
     cell_forward_f32_kernel(Index n, Index H, const float* __restrict__ z, const float* c_prev,
-                            const float* __restrict__ p_i, const float* __restrict__ p_f,
-                            const float* __restrict__ p_o, float* __restrict__ h, float* c) {
+                            const float* __restrict__ p_i, const float* __restrict__ p_f, const float* __restrict__ p_o,
+                            float* __restrict__ h, float* c) {
   const Index stride = static_cast<Index>(gridDim.x) * static_cast<Index>(blockDim.x);
   for (Index idx = static_cast<Index>(blockIdx.x) * static_cast<Index>(blockDim.x) + threadIdx.x; idx < n;
        idx += stride) {

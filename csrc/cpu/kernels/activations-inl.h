@@ -3,32 +3,35 @@
 // No standard-library templates are used here: an inline template instantiated with wide-ISA flags could
 // be merged by the linker into baseline code.
 
-template <class T> struct ExpConst;
-template <> struct ExpConst<float> {
-  static constexpr float kMagic = 12582912.0f;        // 1.5 * 2^23: adding it rounds to an integer
-  static constexpr float kLo = -87.33654f;            // below: e^x is not a normal float -> 0
+template <class T>
+struct ExpConst;
+template <>
+struct ExpConst<float> {
+  static constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  static constexpr float kLo = -87.33654f;      // below: e^x is not a normal float -> 0
   static constexpr float kLog2e = 1.44269504088896341f;
   static constexpr float kLn2Hi = 0.693145751953125f;  // ln 2 split so n * kLn2Hi is exact
   static constexpr float kLn2Lo = 1.428606765330187e-06f;
-  static constexpr int kDegree = 7;                    // Taylor on |r| <= ln2/2: error 5e-9 relative
-  static constexpr float kTanhSmall = 0.625f;          // below: odd polynomial (no cancellation)
+  static constexpr int kDegree = 7;            // Taylor on |r| <= ln2/2: error 5e-9 relative
+  static constexpr float kTanhSmall = 0.625f;  // below: odd polynomial (no cancellation)
   static constexpr int kTanhDegree = 5;
   static constexpr float kTanhQ[11] = {-0.3333328520633291f, 0.13331512272872487f, -0.05374462286253033f,
                                        0.02065300359455625f, -0.005718820811281407f};
 };
-template <> struct ExpConst<double> {
+template <>
+struct ExpConst<double> {
   static constexpr double kMagic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr double kLo = -708.3964185322641;
   static constexpr double kLog2e = 1.4426950408889634;
   static constexpr double kLn2Hi = 0.6931471803691238;
   static constexpr double kLn2Lo = 1.9082149292705877e-10;
-  static constexpr int kDegree = 13;                    // error 4e-18 relative
+  static constexpr int kDegree = 13;  // error 4e-18 relative
   static constexpr double kTanhSmall = 0.625;
   static constexpr int kTanhDegree = 11;
-  static constexpr double kTanhQ[11] = {
-      -0.3333333333333285, 0.13333333333260344, -0.053968253933418246, 0.021869487679703703,
-      -0.008863222800289557, 0.003592005605828454, -0.0014550477927683615, 0.0005866118152935458,
-      -0.00022915630009969718, 7.780320822386798e-05, -1.6385253430807315e-05};
+  static constexpr double kTanhQ[11] = {-0.3333333333333285,    0.13333333333260344,    -0.053968253933418246,
+                                        0.021869487679703703,   -0.008863222800289557,  0.003592005605828454,
+                                        -0.0014550477927683615, 0.0005866118152935458,  -0.00022915630009969718,
+                                        7.780320822386798e-05,  -1.6385253430807315e-05};
 };
 
 // Activations, bitwise identical in every family. Maximum errors against the float64 truth over the whole
@@ -36,7 +39,8 @@ template <> struct ExpConst<double> {
 // float32 sigmoid, tanh: <= 1e-7 absolute and <= 4 ulp wherever the result is a normal float;
 // float64: <= 4 ulp. Results below the smallest normal flush to 0 (tanh of a denormal returns it exactly).
 // NaN in, NaN out; +-inf saturate exactly to 0, 1, -1.
-template <class V> struct Act {
+template <class V>
+struct Act {
   using T = typename V::T;
   using R = typename V::R;
   using C = ExpConst<T>;

@@ -3,6 +3,7 @@
 // make_family(), which tables them by (ISA, compute type, weight format). A new cell is one include and one
 // line in make_family(); a new family is one file like family_avx2.cpp.
 
+// clang-format off: each part uses the ones above it
 #include "activations-inl.h"
 #include "gemm-inl.h"
 #include "cells/lstm-inl.h"
@@ -10,6 +11,7 @@
 #include "recurrence_bwd-inl.h"
 #include "grads-inl.h"
 #include "probes-inl.h"
+// clang-format on
 
 template <class V, template <class> class C>
 constexpr CellKernels cell_kernels() {

@@ -11,8 +11,10 @@
 
 namespace fastlstm::cpu {
 namespace avx2 {
+// clang-format off: the vector traits first, then the kernels written over them
 #include "vec_avx2.h"
 #include "family-inl.h"
+// clang-format on
 }  // namespace avx2
 
 extern constinit const KernelFamily kAvx2F32 =

@@ -11,8 +11,10 @@
 
 namespace fastlstm::cpu {
 namespace avx512 {
+// clang-format off: the vector traits first, then the kernels written over them
 #include "vec_avx512.h"
 #include "family-inl.h"
+// clang-format on
 }  // namespace avx512
 
 extern constinit const KernelFamily kAvx512F32 =

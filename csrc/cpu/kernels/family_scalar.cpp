@@ -11,8 +11,10 @@
 
 namespace fastlstm::cpu {
 namespace scalar {
+// clang-format off: the vector traits first, then the kernels written over them
 #include "vec_scalar.h"
 #include "family-inl.h"
+// clang-format on
 }  // namespace scalar
 
 extern constinit const KernelFamily kScalarF32 =

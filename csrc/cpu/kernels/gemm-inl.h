@@ -11,7 +11,10 @@
 // SUMMATION ORDER: every product below runs one FMA chain per output element in k (or row) order, which is
 // what makes results independent of tiling and thread count.
 
-template <int K> struct IntC { static constexpr int value = K; };
+template <int K>
+struct IntC {
+  static constexpr int value = K;
+};
 
 // acc[r][b * NG + g] += sum_k a[r][k] * w[b][k * NG * N + g * N .. + N], k = 0 .. K-1 in order.
 // MR rows of A (any addresses), NBLK panels of NG vectors per k. The one FMA chain per element, in k
@@ -88,13 +91,20 @@ inline void store_partial(typename V::T* dst, typename V::R v, int count) {
 template <class V, class F>
 inline void dispatch_tail(int mr, int m0, F f) {
   if (mr <= 0) return;
-  if constexpr (V::MR > 1) if (mr == 1) return f(IntC<1>{}, m0);
-  if constexpr (V::MR > 2) if (mr == 2) return f(IntC<2>{}, m0);
-  if constexpr (V::MR > 3) if (mr == 3) return f(IntC<3>{}, m0);
-  if constexpr (V::MR > 4) if (mr == 4) return f(IntC<4>{}, m0);
-  if constexpr (V::MR > 5) if (mr == 5) return f(IntC<5>{}, m0);
-  if constexpr (V::MR > 6) if (mr == 6) return f(IntC<6>{}, m0);
-  if constexpr (V::MR > 7) if (mr == 7) return f(IntC<7>{}, m0);
+  if constexpr (V::MR > 1)
+    if (mr == 1) return f(IntC<1>{}, m0);
+  if constexpr (V::MR > 2)
+    if (mr == 2) return f(IntC<2>{}, m0);
+  if constexpr (V::MR > 3)
+    if (mr == 3) return f(IntC<3>{}, m0);
+  if constexpr (V::MR > 4)
+    if (mr == 4) return f(IntC<4>{}, m0);
+  if constexpr (V::MR > 5)
+    if (mr == 5) return f(IntC<5>{}, m0);
+  if constexpr (V::MR > 6)
+    if (mr == 6) return f(IntC<6>{}, m0);
+  if constexpr (V::MR > 7)
+    if (mr == 7) return f(IntC<7>{}, m0);
 }
 
 // Calls f(IntC<V::MR>{}, r0) over full tiles of n rows, then once for the tail.

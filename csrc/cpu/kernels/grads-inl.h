@@ -116,7 +116,8 @@ struct Dx {
       const T* a[MR];
       for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.dz_rows[d][m0 + r]);
       const T* w[NBLK];
-      for (int b = 0; b < NBLK; ++b) w[b] = static_cast<const T*>(tk.w_ih_t[d]) + static_cast<std::int64_t>(ib + b) * tk.K * N;
+      for (int b = 0; b < NBLK; ++b)
+        w[b] = static_cast<const T*>(tk.w_ih_t[d]) + static_cast<std::int64_t>(ib + b) * tk.K * N;
       tile<V, MR, NBLK, 1>(static_cast<int>(tk.K), a, w, acc);
     }
     for (int b = 0; b < NBLK; ++b) {
@@ -150,4 +151,3 @@ void run_dx_impl(const DxTask& task, int tid, int nthreads) {
   Dx<V> dx{task};
   dx.run(tid, nthreads);
 }
-

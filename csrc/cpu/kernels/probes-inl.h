@@ -46,4 +46,3 @@ double read_probe_impl(const void* buf, std::size_t bytes, long passes) {
   (void)keep;
   return static_cast<double>(n) * sizeof(T) * static_cast<double>(passes);
 }
-

@@ -36,8 +36,7 @@ struct Backward {
   }
   const T* c_prev(int t, int r) const {
     const int tp = prev_time(t, r);
-    return tp < 0 ? static_cast<const T*>(tk.c0) + r * tk.c_ld
-                  : static_cast<const T*>(tk.csave) + row(tp, r) * tk.c_ld;
+    return tp < 0 ? static_cast<const T*>(tk.c0) + r * tk.c_ld : static_cast<const T*>(tk.csave) + row(tp, r) * tk.c_ld;
   }
   T* dz_row(int t, int r) const { return static_cast<T*>(tk.dz) + row(t, r) * NG * tk.c_ld; }
   const T* gates_row(int t, int r) const { return static_cast<const T*>(tk.gates) + row(t, r) * NG * tk.c_ld; }
@@ -49,9 +48,9 @@ struct Backward {
       for (int r = 0, n = alive(t); r < n; ++r) {
         const T* g = gates_row(t, r);
         const T* c = static_cast<const T*>(tk.csave) + row(t, r) * tk.c_ld;
-        T* dst = proj ? static_cast<T*>(tk.hpre_all) + row(t, r) * tk.c_ld : static_cast<T*>(tk.hall) + row(t, r) * tk.h_ld;
-        for (int nb = nb_begin; nb < nb_end; ++nb)
-          V::store(dst + nb * N, C::output(g + nb * G4, V::load(c + nb * N)));
+        T* dst =
+            proj ? static_cast<T*>(tk.hpre_all) + row(t, r) * tk.c_ld : static_cast<T*>(tk.hall) + row(t, r) * tk.h_ld;
+        for (int nb = nb_begin; nb < nb_end; ++nb) V::store(dst + nb * N, C::output(g + nb * G4, V::load(c + nb * N)));
       }
     }
     if (!proj) return;
@@ -78,7 +77,8 @@ struct Backward {
       for (int ob = ob_begin; ob < ob_end; ++ob) {
         const int c0 = ob * N, count = hout - c0 < N ? hout - c0 : N;
         V::store(dh + r * tk.h_ld + c0, V::add(V::load(dh + r * tk.h_ld + c0), load_partial<V>(dy + c0, count)));
-        if (tk.dh_save) V::store(static_cast<T*>(tk.dh_save) + row(t, r) * tk.h_ld + c0, V::load(dh + r * tk.h_ld + c0));
+        if (tk.dh_save)
+          V::store(static_cast<T*>(tk.dh_save) + row(t, r) * tk.h_ld + c0, V::load(dh + r * tk.h_ld + c0));
       }
     }
   }

@@ -52,8 +52,12 @@ struct Direction {
     const T* m = static_cast<const T*>(tk.mask) + t * tk.m_st + mrow * tk.m_sb + col;
     return V::mul(h, load_partial<V>(m, hout - col < N ? hout - col : N));
   }
-  const T* w_ih_panel(int nb) const { return static_cast<const T*>(tk.w_ih) + static_cast<std::int64_t>(nb) * tk.I * G4; }
-  const T* w_hh_panel(int nb) const { return static_cast<const T*>(tk.w_hh) + static_cast<std::int64_t>(nb) * hout * G4; }
+  const T* w_ih_panel(int nb) const {
+    return static_cast<const T*>(tk.w_ih) + static_cast<std::int64_t>(nb) * tk.I * G4;
+  }
+  const T* w_hh_panel(int nb) const {
+    return static_cast<const T*>(tk.w_hh) + static_cast<std::int64_t>(nb) * hout * G4;
+  }
 
   // G[my block][m] = bias + x(m) W_ih^T for the m = 0 .. M-1 rows of steps s0 .. s1-1 (alive rows only).
   template <int MR, int NBLK>
@@ -171,7 +175,8 @@ struct Direction {
         const int t = time_of(s), n = alive(t);
         const T* hprev = hbuf[s & 1];
         T* hnext = hbuf[(s + 1) & 1];
-        over_rows<V>(n, [&](auto mr, int r0) { this->template step_rows<decltype(mr)::value>(r0, mg0, t, hprev, hnext); });
+        over_rows<V>(n,
+                     [&](auto mr, int r0) { this->template step_rows<decltype(mr)::value>(r0, mg0, t, hprev, hnext); });
         if (tk.P > 0) {
           barrier_wait(tk.barrier);  // hpre complete
           over_rows<V>(n, [&](auto mr, int r0) { this->template proj_rows<decltype(mr)::value>(r0, t, hnext); });

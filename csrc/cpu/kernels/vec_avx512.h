@@ -20,7 +20,9 @@ struct VecF {
   static R abs(R x) { return _mm512_abs_ps(x); }
   static R max_keep_nan(R lo, R x) { return _mm512_max_ps(lo, x); }  // NaN in x: x (second operand)
   static R select_ge0(R x, R a, R b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GE_OQ), b, a); }
-  static R select_lt(R x, R lim, R a, R b) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lim, _CMP_LT_OQ), b, a); }
+  static R select_lt(R x, R lim, R a, R b) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lim, _CMP_LT_OQ), b, a);
+  }
   static R copysign(R mag, R sgn) {
     return _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(mag), _mm512_castps_si512(sgn),
                                                          _mm512_set1_epi32(0x7fffffff), 0xe4));
@@ -48,7 +50,9 @@ struct VecD {
   static R abs(R x) { return _mm512_abs_pd(x); }
   static R max_keep_nan(R lo, R x) { return _mm512_max_pd(lo, x); }
   static R select_ge0(R x, R a, R b) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GE_OQ), b, a); }
-  static R select_lt(R x, R lim, R a, R b) { return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lim, _CMP_LT_OQ), b, a); }
+  static R select_lt(R x, R lim, R a, R b) {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, lim, _CMP_LT_OQ), b, a);
+  }
   static R copysign(R mag, R sgn) {
     return _mm512_castsi512_pd(_mm512_ternarylogic_epi64(_mm512_castpd_si512(mag), _mm512_castpd_si512(sgn),
                                                          _mm512_set1_epi64(0x7fffffffffffffffLL), 0xe4));

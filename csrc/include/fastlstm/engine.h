@@ -104,8 +104,7 @@ class Engine {
 
   // Packs `layers` ([k * D + d], num_layers * D entries, the shapes of RawLayer). Throws
   // std::invalid_argument for a shape out of range, std::bad_alloc when memory cannot be had.
-  virtual std::unique_ptr<PackedWeights> pack(const ModelShape& shape, const RawLayer* layers,
-                                              bool training) const = 0;
+  virtual std::unique_ptr<PackedWeights> pack(const ModelShape& shape, const RawLayer* layers, bool training) const = 0;
   // What a call of T steps on B rows needs (train: the training forward and its backward), at most.
   virtual CallSizes sizes(const ModelShape& shape, int T, int B, bool train) const = 0;
   // Each call validates what its arguments' values must satisfy (std::invalid_argument naming the argument)

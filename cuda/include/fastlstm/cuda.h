@@ -36,9 +36,9 @@ int device_count();
 
 struct DeviceInfo {
   std::string name;
-  int major = 0, minor = 0;    // compute capability
-  int sm_count = 0;            // streaming multiprocessors
-  std::size_t total_mem = 0;   // bytes of global memory
+  int major = 0, minor = 0;   // compute capability
+  int sm_count = 0;           // streaming multiprocessors
+  std::size_t total_mem = 0;  // bytes of global memory
 };
 
 // Properties of device `index` (0 <= index < device_count(), else std::invalid_argument).
@@ -46,7 +46,7 @@ DeviceInfo device_info(int index);
 
 // ---- Fused LSTM cell (pointwise part of one step) -----------------------------------------------------
 // One step's elementwise update, after the GEMMs produced the pre-activations z (gate order i, f, g, o as
-// torch.nn.LSTM; letters as API.md):
+// torch.nn.LSTM; letters as docs/api.md):
 //   peephole: z_i += p_i * c_prev;  z_f += p_f * c_prev
 //   i = sigmoid(z_i); f = sigmoid(z_f); g = tanh(z_g)
 //   c = f * c_prev + i * g
@@ -56,14 +56,14 @@ DeviceInfo device_info(int index);
 // terms are added in registers). Aliasing: c may be exactly c_prev (in-place update); no other pair of
 // arrays may overlap, and h must not overlap any input.
 struct CellParams {
-  int B = 0, H = 0;                   // batch rows, hidden units; both >= 1
-  const float* z = nullptr;           // [B,4H] pre-activations, blocks i, f, g, o of H columns each
-  const float* c_prev = nullptr;      // [B,H] previous cell state
-  const float* p_i = nullptr;         // [H] input-gate peephole, or nullptr
-  const float* p_f = nullptr;         // [H] forget-gate peephole, or nullptr
-  const float* p_o = nullptr;         // [H] output-gate peephole, or nullptr (all three or none)
-  float* h = nullptr;                 // [B,H] out: hidden state
-  float* c = nullptr;                 // [B,H] out: cell state; may alias c_prev exactly
+  int B = 0, H = 0;               // batch rows, hidden units; both >= 1
+  const float* z = nullptr;       // [B,4H] pre-activations, blocks i, f, g, o of H columns each
+  const float* c_prev = nullptr;  // [B,H] previous cell state
+  const float* p_i = nullptr;     // [H] input-gate peephole, or nullptr
+  const float* p_f = nullptr;     // [H] forget-gate peephole, or nullptr
+  const float* p_o = nullptr;     // [H] output-gate peephole, or nullptr (all three or none)
+  float* h = nullptr;             // [B,H] out: hidden state
+  float* c = nullptr;             // [B,H] out: cell state; may alias c_prev exactly
 };
 
 // Launches the fused cell on `stream` (a cudaStream_t passed as void*; nullptr = the legacy default
@@ -74,7 +74,7 @@ void cell_forward_f32(const CellParams& p, void* stream);
 // buffers, copies in, launches on the default stream of the current device, copies out, frees.
 // Synchronous; nothing leaks when it throws. Meant for tests and the bindings' one-off checks, not for
 // the fast path.
-void cell_forward_host_f32(int B, int H, const float* z, const float* c_prev, const float* p_i,
-                           const float* p_f, const float* p_o, float* h, float* c);
+void cell_forward_host_f32(int B, int H, const float* z, const float* c_prev, const float* p_i, const float* p_f,
+                           const float* p_o, float* h, float* c);
 
 }  // namespace fastlstm::cuda

@@ -164,10 +164,8 @@ def _onnxruntime_impl(case: Case, cfg, params: dict, x, lengths, threads: int):
     skip = _not_installed("onnx", "onnxruntime")
     if skip:
         raise skip
-    try:
-        from fastlstm.convert.onnx import OnnxLSTM, lstm_model
-    except ImportError:  # the model builder's earlier home
-        from fastlstm._onnx import OnnxLSTM, lstm_model
+    from fastlstm.convert.onnx import OnnxLSTM, lstm_model
+
     ort = OnnxLSTM(lstm_model(cfg, params, with_lengths=lengths is not None), threads)
 
     def run():

@@ -144,7 +144,7 @@ def test_saved_state_budget(isa):
         state = L * D * B * 2 * Hp * 4 + 64 * (4 * L * D + L)  # h0, c0 and alignment
         assert tape.nbytes <= budget + state, (tape.nbytes, budget)
         w = m.packed(True)
-        assert tape.nbytes == w.engine.sizes(w.packed, T, B, True)["saved"]
+        assert tape.nbytes == fastlstm.functional.sizes(w, T, B, train=True)["saved"]
         mask_bytes = sum(mk.nbytes for mk in tape.dropout_masks or [])
         inputs_above = sum(T * B * m.config.layer_input_size(k) * 4 for k in range(1, L))
         assert mask_bytes == (inputs_above if dropout else 0)

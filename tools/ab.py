@@ -88,8 +88,8 @@ def main(argv=None) -> int:
                 c()
                 times[k].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"{name:16s} {med['before'] * 1e3:9.2f}ms {med['after'] * 1e3:9.2f}ms {med['before'] / med['after']:19.3f}x",
-              flush=True)
+        ratio = med["before"] / med["after"]
+        print(f"{name:16s} {med['before'] * 1e3:9.2f}ms {med['after'] * 1e3:9.2f}ms {ratio:19.3f}x", flush=True)
     return 0
 
 

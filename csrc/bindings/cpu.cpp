@@ -25,7 +25,18 @@ struct PyWeights {
 };
 struct PySaved {
   std::shared_ptr<const SavedState> state;
+  py::object buffer;  // the caller's array the state lives in (None: the engine's own memory)
 };
+
+// A caller's buffer for a saved state: a writable, C-contiguous uint8 numpy array (64-byte aligned: the engine
+// checks). -> (pointer, bytes).
+std::pair<void*, std::size_t> saved_buffer(const py::object& obj) {
+  if (!py::isinstance<py::array_t<std::uint8_t>>(obj)) type_error("saved: expected a uint8 numpy array");
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!(a.flags() & py::array::c_style) || !a.writeable())
+    value_error("saved: expected a writable, C-contiguous array");
+  return {a.mutable_data(), static_cast<std::size_t>(a.nbytes())};
+}
 
 cpu::Isa isa_of(const std::string& name) {
   cpu::Isa isa;
@@ -56,8 +67,10 @@ py::list precision_names(const std::vector<Precision>& ps) {
   return out;
 }
 
-PyWeights pack(const PyEngine& e, int input_size, int hidden_size, int num_layers, int proj_size, bool bidirectional,
-               bool bias, bool peephole, const py::list& layers, bool training) {
+ModelShape make_shape(int input_size, int hidden_size, int num_layers, int proj_size, bool bidirectional, bool bias,
+                      bool peephole) {
+  if (input_size < 1 || hidden_size < 1 || num_layers < 1 || proj_size < 0 || proj_size >= hidden_size)
+    value_error("shape: expected input_size, hidden_size, num_layers >= 1 and 0 <= proj_size < hidden_size");
   ModelShape s;
   s.input_size = input_size;
   s.hidden_size = hidden_size;
@@ -66,8 +79,12 @@ PyWeights pack(const PyEngine& e, int input_size, int hidden_size, int num_layer
   s.bidirectional = bidirectional;
   s.bias = bias;
   s.peephole = peephole;
-  if (input_size < 1 || hidden_size < 1 || num_layers < 1 || proj_size < 0 || proj_size >= hidden_size)
-    value_error("pack: invalid model shape");
+  return s;
+}
+
+PyWeights pack(const PyEngine& e, const ModelShape& s, const py::list& layers, bool training) {
+  const int num_layers = s.num_layers, hidden_size = s.hidden_size, proj_size = s.proj_size;
+  const bool bias = s.bias, peephole = s.peephole;
   const DType dt = e.engine->key().dtype;
   const int D = s.directions();
   if (static_cast<int>(layers.size()) != num_layers * D) value_error("layers: expected num_layers * D entries");
@@ -166,15 +183,24 @@ std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::
 
 py::tuple forward_train(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
                         const py::object& c0, const py::object& lengths, bool batch_first, const py::object& masks,
-                        int num_threads) {
+                        const py::object& saved, int num_threads) {
   ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, num_threads, true);
   const std::vector<const void*> mp = mask_pointers(w.weights->shape, e.engine->key().dtype, masks, io.a.T, io.a.B);
+  std::pair<void*, std::size_t> buf{nullptr, 0};
+  if (!saved.is_none()) buf = saved_buffer(saved);
   std::shared_ptr<const SavedState> state;
   {
     py::gil_scoped_release release;
-    state = e.engine->forward_train(io.a, mp.data());
+    state = e.engine->forward_train(io.a, mp.data(), buf.first, buf.second);
   }
-  return py::make_tuple(io.y, io.h_n, io.c_n, PySaved{state});
+  return py::make_tuple(io.y, io.h_n, io.c_n, PySaved{state, saved});
+}
+
+PySaved saved_view(const PyEngine& e, const PyWeights& w, const py::object& saved, int T, int B,
+                   const py::object& lengths) {
+  const auto buf = saved_buffer(saved);
+  const std::int64_t* lens = lengths.is_none() ? nullptr : checked_int64(lengths, "lengths", B);
+  return PySaved{e.engine->saved_view(*w.weights, T, B, lens, buf.first, buf.second), saved};
 }
 
 // dy in y's layout (batch_first as the forward); -> (dx, dh0, dc0, grads: a dict per layer and direction).
@@ -244,9 +270,9 @@ py::tuple backward(const PyEngine& e, const PyWeights& w, const PySaved& saved, 
   return py::make_tuple(dx, dh0, dc0, grads);
 }
 
-py::dict sizes(const PyEngine& e, const PyWeights& w, int T, int B, bool train) {
+py::dict sizes(const PyEngine& e, const ModelShape& shape, int T, int B, bool train) {
   if (T < 1 || B < 1) value_error("T, B: expected >= 1");
-  const CallSizes c = e.engine->sizes(w.weights->shape, T, B, train);
+  const CallSizes c = e.engine->sizes(shape, T, B, train);
   py::dict d;
   d["outputs"] = c.outputs;
   d["workspace"] = c.workspace;
@@ -296,17 +322,21 @@ void bind_cpu(py::module_& m) {
       .def_property_readonly("dtype", [](const PyEngine& e) { return std::string(dtype_name(e.engine->key().dtype)); })
       .def_property_readonly("precision",
                              [](const PyEngine& e) { return std::string(precision_name(e.engine->key().precision)); })
-      .def("pack", &pack, py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"), py::arg("proj_size"),
-           py::arg("bidirectional"), py::arg("bias"), py::arg("peephole"), py::arg("layers"),
-           py::arg("training") = false)
+      .def("pack", &pack, py::arg("shape"), py::arg("layers"), py::arg("training") = false)
       .def("forward", &forward, py::arg("weights"), py::arg("x"), py::arg("h0"), py::arg("c0"), py::arg("lengths"),
            py::arg("batch_first"), py::arg("num_threads") = 0)
       .def("forward_train", &forward_train, py::arg("weights"), py::arg("x"), py::arg("h0"), py::arg("c0"),
-           py::arg("lengths"), py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0)
+           py::arg("lengths"), py::arg("batch_first"), py::arg("masks"), py::arg("saved") = py::none(),
+           py::arg("num_threads") = 0)
+      .def("saved_view", &saved_view, py::arg("weights"), py::arg("saved"), py::arg("T"), py::arg("B"),
+           py::arg("lengths"), "The state a training forward wrote into `saved`, for backward (same T, B, lengths).")
       .def("backward", &backward, py::arg("weights"), py::arg("saved"), py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
            py::arg("batch_first"), py::arg("masks"), py::arg("num_threads") = 0)
-      .def("sizes", &sizes, py::arg("weights"), py::arg("T"), py::arg("B"), py::arg("train"),
+      .def("sizes", &sizes, py::arg("shape"), py::arg("T"), py::arg("B"), py::arg("train"),
            "Bytes a call of T steps on B rows needs at most: outputs, workspace, saved state (training).");
+  py::class_<ModelShape>(m, "Shape", "A model's shape and options (immutable).")
+      .def(py::init(&make_shape), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+           py::arg("proj_size"), py::arg("bidirectional"), py::arg("bias"), py::arg("peephole"));
   py::class_<PyWeights>(m, "Weights", "Weights packed by an engine (immutable).")
       .def_property_readonly("nbytes", [](const PyWeights& w) { return w.weights->nbytes; })
       .def_property_readonly("training", [](const PyWeights& w) { return w.weights->training; });

@@ -90,8 +90,22 @@ class CpuEngine final : public Engine {
 
   void forward(const ForwardArgs& args) const override { run_forward(own(args.weights), args); }
 
-  std::unique_ptr<SavedState> forward_train(const ForwardArgs& args, const void* const* masks) const override {
-    return run_forward_train(own(args.weights), args, masks);
+  std::unique_ptr<SavedState> forward_train(const ForwardArgs& args, const void* const* masks, void* saved,
+                                            std::size_t saved_bytes) const override {
+    return run_forward_train(own(args.weights), args, masks, saved, saved_bytes);
+  }
+
+  std::unique_ptr<SavedState> saved_view(const PackedWeights& weights, int T, int B, const std::int64_t* lengths,
+                                         void* saved, std::size_t saved_bytes) const override {
+    const PackedModel& m = own(&weights);
+    if (T < 1 || B < 1) throw std::invalid_argument("T, B: expected >= 1");
+    if (!saved) throw std::invalid_argument("saved: null");
+    check_lengths(lengths, T, B);
+    RowOrder order;
+    order.build(T, B, lengths);
+    auto state = std::make_unique<TrainState>();
+    layout_train_state(*state, m, order, saved, saved_bytes, /*for_writing=*/false);
+    return state;
   }
 
   void backward(const BackwardArgs& args) const override {

@@ -62,6 +62,11 @@ struct ForwardPlan {
 struct SavedPlan {
   std::vector<std::size_t> inputs;
   std::vector<TrainState::Saved> saved;
+  struct Piece {
+    std::size_t offset, row_bytes;  // per-step pieces: [steps][B] rows of row_bytes; others: one row of B rows
+    bool per_step;
+  };
+  std::vector<Piece> pieces;  // in address order
   std::size_t total = 0;
 
   SavedPlan(const Geometry& g, int steps, int B, std::int64_t h_ld, std::int64_t c_ld, std::size_t elem) {
@@ -69,16 +74,44 @@ struct SavedPlan {
     const int G = g.family->cells[static_cast<int>(g.cell)].gates, L = s.num_layers, D = s.directions();
     Layout layout;
     const std::size_t rows = mul_sz(steps, B);
-    for (int k = 0; k < L; ++k) inputs.push_back(layout.reserve(mul_sz(mul_sz(rows, s.layer_input(k)), elem)));
+    auto per_step = [&](std::size_t row_bytes) {
+      pieces.push_back({layout.reserve(mul_sz(rows, row_bytes)), row_bytes, true});
+      return pieces.back().offset;
+    };
+    auto per_call = [&](std::size_t row_bytes) {
+      pieces.push_back({layout.reserve(mul_sz(B, row_bytes)), mul_sz(B, row_bytes), false});
+      return pieces.back().offset;
+    };
+    for (int k = 0; k < L; ++k) inputs.push_back(per_step(mul_sz(s.layer_input(k), elem)));
     for (int i = 0; i < L * D; ++i) {
       TrainState::Saved p;
-      p.gates = layout.reserve(mul_sz(mul_sz(rows, G * c_ld), elem));
-      p.c = layout.reserve(mul_sz(mul_sz(rows, c_ld), elem));
-      p.h0 = layout.reserve(mul_sz(mul_sz(B, h_ld), elem));
-      p.c0 = layout.reserve(mul_sz(mul_sz(B, c_ld), elem));
+      p.gates = per_step(mul_sz(G * c_ld, elem));
+      p.c = per_step(mul_sz(c_ld, elem));
+      p.h0 = per_call(mul_sz(h_ld, elem));
+      p.c0 = per_call(mul_sz(c_ld, elem));
       saved.push_back(p);
     }
     total = layout.total();
+  }
+
+  // Zeroes what a training forward leaves unwritten in `bytes` at base: the alignment gaps, the tail, and
+  // the rows past each length. A caller's buffer then holds a function of the call's inputs only (a framework
+  // may compare two runs' buffers, as torch's opcheck does).
+  void zero_unwritten(char* base, std::size_t bytes, const RowOrder& order) const {
+    std::size_t at = 0;
+    for (const Piece& p : pieces) {
+      std::memset(base + at, 0, p.offset - at);
+      const std::size_t size = p.per_step ? mul_sz(mul_sz(order.steps, order.B), p.row_bytes) : p.row_bytes;
+      if (p.per_step && order.has_lengths()) {
+        for (int t = 0; t < order.steps; ++t) {
+          const std::size_t live = static_cast<std::size_t>(order.alive(t));
+          const std::size_t row0 = static_cast<std::size_t>(t) * order.B;
+          std::memset(base + p.offset + (row0 + live) * p.row_bytes, 0, (order.B - live) * p.row_bytes);
+        }
+      }
+      at = p.offset + size;
+    }
+    std::memset(base + at, 0, bytes - at);
   }
 };
 
@@ -96,6 +129,8 @@ struct Call {
   std::size_t work_stride = 0;
   TrainState* save = nullptr;          // training forward: where the saved state goes
   const void* const* masks = nullptr;  // training forward: dropout masks per layer (or null)
+  void* save_buffer = nullptr;         // training forward: the caller's memory for it (or null: its own)
+  std::size_t save_bytes = 0;
 
   Call(const PackedModel& model, const ForwardArgs& args)
       : a(args),
@@ -127,7 +162,7 @@ struct Call {
     work = ws.at<char>(plan.o_work);
     work_stride = plan.work_stride;
     const std::int32_t* rows = order.rows();
-    if (save) layout_saved(h_ld, c_ld);
+    if (save) layout_saved();
     // Layer k's input: the user's x (layer 0 of inference), else a buffer in sorted row order.
     auto input_of = [&](int k) -> void* {
       return save ? static_cast<void*>(save->at(save->inputs[k])) : ws.at<void>(plan.o_inter[(k - 1) & 1]);
@@ -204,21 +239,9 @@ struct Call {
   }
 
   // The saved state's layout, and layer 0's input copied in sorted row order (the caller may change x).
-  void layout_saved(std::int64_t h_ld, std::int64_t c_ld) {
+  void layout_saved() {
     TrainState& sv = *save;
-    const SavedPlan plan(Geometry{m.family, m.cell, m.shape}, order.steps, B, h_ld, c_ld, sizeof(T));
-    sv.shape = m.shape;
-    sv.T = T_;
-    sv.B = B;
-    sv.owner = m.family;
-    sv.family = m.family;
-    sv.order = order;
-    sv.h_ld = h_ld;
-    sv.c_ld = c_ld;
-    sv.inputs = plan.inputs;
-    sv.saved = plan.saved;
-    sv.nbytes = plan.total;
-    sv.data = AlignedBuffer(plan.total, /*zero=*/false);  // every element read is written first
+    layout_train_state(sv, m, order, save_buffer, save_bytes, /*for_writing=*/true);
     const int I = m.shape.input_size;
     T* x0 = reinterpret_cast<T*>(sv.at(sv.inputs[0]));
     for (int t = 0; t < order.steps; ++t) {
@@ -281,18 +304,56 @@ struct Call {
   }
 };
 
+}  // namespace
+
+void check_lengths(const std::int64_t* lengths, int T, int B) {
+  if (!lengths) return;
+  for (int b = 0; b < B; ++b)
+    require(lengths[b] >= 1 && lengths[b] <= T, "lengths: every length must be in [1, T = " + std::to_string(T) +
+                                                    "]; lengths[" + std::to_string(b) +
+                                                    "] = " + std::to_string(lengths[b]));
+}
+
+void layout_train_state(TrainState& st, const PackedModel& m, const RowOrder& order, void* buffer, std::size_t bytes,
+                        bool for_writing) {
+  const int U = m.units;
+  const auto h_ld = static_cast<std::int64_t>(round_up(m.shape.out_size(), U));
+  const auto c_ld = static_cast<std::int64_t>(round_up(m.shape.hidden_size, U));
+  const SavedPlan plan(Geometry{m.family, m.cell, m.shape}, order.steps, order.B, h_ld, c_ld,
+                       dtype_size(m.family->compute));
+  st.shape = m.shape;
+  st.T = order.T;
+  st.B = order.B;
+  st.owner = m.family;
+  st.family = m.family;
+  st.order = order;
+  st.h_ld = h_ld;
+  st.c_ld = c_ld;
+  st.inputs = plan.inputs;
+  st.saved = plan.saved;
+  if (buffer) {
+    require(bytes >= plan.total,
+            "saved: expected at least " + std::to_string(plan.total) + " bytes, got " + std::to_string(bytes));
+    require(reinterpret_cast<std::uintptr_t>(buffer) % 64 == 0, "saved: expected a 64-byte aligned buffer");
+    st.base = static_cast<char*>(buffer);
+    st.nbytes = bytes;
+    if (for_writing) plan.zero_unwritten(st.base, bytes, order);
+  } else {
+    st.own = AlignedBuffer(plan.total, /*zero=*/false);  // every element read is written first
+    st.base = static_cast<char*>(st.own.data());
+    st.nbytes = plan.total;
+  }
+}
+
+namespace {
+
 void check_args(const PackedModel& m, const ForwardArgs& a) {
   require(a.T >= 1, "x: the sequence length T must be >= 1");
   require(a.B >= 1, "x: the batch size B must be >= 1");
   require(a.x && a.y && a.h_n && a.c_n, "x, y, h_n, c_n: null pointer");
   require(a.num_threads >= 1, "num_threads: must be >= 1");
   require(m.shape.num_layers >= 1 && m.shape.hidden_size >= 1 && m.shape.input_size >= 1, "weights: empty shape");
-  if (a.lengths) {
-    for (int b = 0; b < a.B; ++b)
-      require(a.lengths[b] >= 1 && a.lengths[b] <= a.T,
-              "lengths: every length must be in [1, T = " + std::to_string(a.T) + "]; lengths[" + std::to_string(b) +
-                  "] = " + std::to_string(a.lengths[b]));
-  }
+  check_lengths(a.lengths, a.T, a.B);
 }
 
 template <class F>
@@ -312,7 +373,8 @@ void run_forward(const PackedModel& m, const ForwardArgs& args) {
   by_type(*m.family, [&](auto t) { Call<decltype(t)>(m, args).run(); });
 }
 
-std::unique_ptr<TrainState> run_forward_train(const PackedModel& m, const ForwardArgs& args, const void* const* masks) {
+std::unique_ptr<TrainState> run_forward_train(const PackedModel& m, const ForwardArgs& args, const void* const* masks,
+                                              void* saved, std::size_t saved_bytes) {
   check_args(m, args);
   require(m.training, "weights: not packed for training");
   require(m.kernels().run_backward != nullptr, "precision: this engine runs inference only (train=True)");
@@ -321,6 +383,8 @@ std::unique_ptr<TrainState> run_forward_train(const PackedModel& m, const Forwar
     Call<decltype(t)> call(m, args);
     call.save = state.get();
     call.masks = masks;
+    call.save_buffer = saved;
+    call.save_bytes = saved_bytes;
     call.run();
   });
   return state;

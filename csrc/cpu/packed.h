@@ -44,9 +44,18 @@ struct TrainState final : SavedState {
   };
   std::vector<Saved> saved;
   std::vector<std::size_t> inputs;  // byte offsets of each layer's input
-  AlignedBuffer data;
-  char* at(std::size_t offset) const { return static_cast<char*>(data.data()) + offset; }
+  char* base = nullptr;             // the state: `own`, or a caller's buffer it only views
+  AlignedBuffer own;
+  char* at(std::size_t offset) const { return base + offset; }
 };
+
+// Lays out the saved state of a call of T steps whose rows run in `order`, in `buffer` (`bytes` long, 64-byte
+// aligned, at least saved_state_bytes(.., T, ..)) or, when buffer is null, in memory of its own. for_writing (a
+// training forward): the bytes of a caller's buffer the forward will not write are zeroed, so its content is
+// a function of the call's inputs. Throws std::invalid_argument naming `saved` when the buffer is too small or
+// misaligned.
+void layout_train_state(TrainState& st, const PackedModel& m, const RowOrder& order, void* buffer, std::size_t bytes,
+                        bool for_writing);
 
 // Packing (pack.cpp): throws std::invalid_argument for a shape out of range, std::bad_alloc.
 std::unique_ptr<PackedModel> pack_model(const KernelFamily& family, Cell cell, const ModelShape& shape,
@@ -54,7 +63,10 @@ std::unique_ptr<PackedModel> pack_model(const KernelFamily& family, Cell cell, c
 
 // The drivers (forward.cpp, backward.cpp). They validate the arguments' values first (std::invalid_argument).
 void run_forward(const PackedModel& m, const ForwardArgs& args);
-std::unique_ptr<TrainState> run_forward_train(const PackedModel& m, const ForwardArgs& args, const void* const* masks);
+std::unique_ptr<TrainState> run_forward_train(const PackedModel& m, const ForwardArgs& args, const void* const* masks,
+                                              void* saved, std::size_t saved_bytes);
+// Checks a call's lengths ([B] in [1, T], or null): std::invalid_argument naming `lengths`.
+void check_lengths(const std::int64_t* lengths, int T, int B);
 void run_backward(const PackedModel& m, const TrainState& state, const BackwardArgs& args);
 
 // What a call of `steps` steps on B rows needs with every row alive (the most a call of that shape can

@@ -29,7 +29,7 @@ import numpy as np
 from . import _backends
 from ._config import Config
 
-__all__ = ["Config", "Weights", "Tape", "pack", "forward", "backward", "step"]
+__all__ = ["Config", "Weights", "Tape", "pack", "forward", "backward", "step", "sizes", "restore_tape"]
 
 _DTYPES = ("float32", "float64")
 
@@ -178,7 +178,7 @@ def _masks(weights: Weights, dropout_masks, T: int, B: int):
 
 
 def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, rng: np.random.Generator | None = None,
-            dropout_masks=None):
+            dropout_masks=None, saved: np.ndarray | None = None):
     """Runs the LSTM over a sequence: -> (y, (h_n, c_n), tape).
 
     x: (T, B, I), (B, T, I) with config.batch_first, or unbatched (T, I). hx: (h0, c0) or None (zeros).
@@ -188,7 +188,9 @@ def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, 
 
     train=True (weights packed with training=True) keeps what backward needs in ``tape`` (None otherwise) and
     applies dropout between layers: masks drawn from ``rng`` as Config.dropout_masks draws them, or the given
-    ``dropout_masks`` (one (T, B, D*H_out) array per layer but the last); neither: no dropout.
+    ``dropout_masks`` (one (T, B, D*H_out) array per layer but the last); neither: no dropout. ``saved``: a
+    writable uint8 array of at least sizes(weights, T, B, train=True)["saved"] bytes (64-byte aligned) that
+    keeps the state instead of the engine's own memory; restore_tape() makes a tape of it again.
 
     Raises TypeError / ValueError naming the argument (x, hx[0] (h0), hx[1] (c0), lengths, dropout_masks),
     MemoryError when the call needs more memory than the machine has."""
@@ -229,15 +231,35 @@ def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, 
         elif rng is not None:
             drawn = c.dropout_masks(T, B, weights.dtype, rng)
             masks = None if drawn is None else tuple(drawn)
-        y, h_n, c_n, saved = weights.engine.forward_train(weights.packed, x3, h0, c0, lengths, batch_first,
-                                                          None if masks is None else list(masks))
-        tape = Tape(weights, saved, masks, unbatched, batch_first, T, B)
+        y, h_n, c_n, state = weights.engine.forward_train(weights.packed, x3, h0, c0, lengths, batch_first,
+                                                          None if masks is None else list(masks), saved)
+        tape = Tape(weights, state, masks, unbatched, batch_first, T, B)
     else:
         y, h_n, c_n = weights.engine.forward(weights.packed, x3, h0, c0, lengths, batch_first)
         tape = None
     if unbatched:
         return y[:, 0, :], (h_n[:, 0, :], c_n[:, 0, :]), tape
     return y, (h_n, c_n), tape
+
+
+def sizes(weights: Weights, T: int, B: int, *, train: bool = False) -> dict[str, int]:
+    """Bytes a call of T steps on B rows needs at most: ``outputs`` (the arrays it returns; with train, backward's
+    too), ``workspace`` (the engine's, freed when the call returns) and ``saved`` (train: the state kept for
+    backward). The engine checks them against the memory the machine can back before each call."""
+    return weights.engine.sizes(weights.config, int(T), int(B), bool(train))
+
+
+def restore_tape(weights: Weights, saved: np.ndarray, T: int, B: int, *, lengths=None, dropout_masks=None,
+                 unbatched: bool = False) -> Tape:
+    """The tape of a training forward that kept its state in ``saved`` (forward(..., saved=...)): the same
+    weights, T, B, lengths and dropout masks as that call. For frameworks that hold the state as their own
+    tensor between forward and backward (fastlstm.torch's custom operators)."""
+    if lengths is not None:
+        lengths = np.ascontiguousarray(as_numpy("lengths", lengths), dtype=np.int64)
+    masks = None if dropout_masks is None else _masks(weights, dropout_masks, T, B)
+    state = weights.engine.saved_view(weights.packed, saved, int(T), int(B), lengths)
+    batch_first = weights.config.batch_first and not unbatched
+    return Tape(weights, state, masks, bool(unbatched), batch_first, int(T), int(B))
 
 
 def backward(tape: Tape, dy, dh_n=None, dc_n=None):

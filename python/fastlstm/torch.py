@@ -1,61 +1,77 @@
 """fastlstm.torch: a drop-in torch.nn.LSTM that runs on fastlstm's engines (importable only with torch).
 
     from fastlstm.torch import LSTM          # instead of torch.nn.LSTM
-    lstm = LSTM(80, 256, num_layers=2, bidirectional=True, peephole=False)
+    lstm = LSTM(80, 256, num_layers=2, bidirectional=True)
 
-Same constructor, attributes, parameter names and order (so torch.manual_seed gives the same initial weights
-as nn.LSTM), state_dict, forward(input, hx=None) with tensors or a PackedSequence, the same outputs, and
-gradients through a torch.autograd.Function that calls fastlstm's forward and backward. What differs:
-`peephole=True` adds peephole_{i,f,o}_l{k}{sfx} parameters; dropout masks are drawn by NumPy from a seed taken
-from torch's generator (torch.manual_seed reproduces them, but they are not nn.LSTM's masks); CPU tensors only
-until the CUDA engine lands.
+The same constructor (positional order included), attributes, parameter names and order (so torch.manual_seed
+gives nn.LSTM's initial weights), state_dict, forward(input, hx=None) with tensors or a PackedSequence, the same
+outputs and gradients, and the same errors and warnings for malformed arguments. The LSTM runs as two torch
+custom operators (fastlstm::lstm and its backward), so it works under torch.compile(fullgraph=True) and
+torch.export, and with DistributedDataParallel. What differs: ``peephole=True`` adds peephole_{i,f,o}_l{k}{sfx}
+parameters; dropout masks are drawn by NumPy from a seed taken from torch's generator (torch.manual_seed
+reproduces them, but they are not nn.LSTM's masks); CPU tensors in float32 or float64 only, because this
+version's engine runs on the CPU.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import functional as F
+from . import _torch_ops
 from ._config import Config
 from ._lstm import checked_config
 
 __all__ = ["LSTM"]
 
-_NP_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
-
-class _Function(torch.autograd.Function):
-    """(x, h0, c0, *params) -> (y, h_n, c_n) through fastlstm.functional; backward through its BPTT."""
-
-    @staticmethod
-    def forward(ctx, owner, x, h0, c0, lengths, dropout_seed, *params):
-        train = any(ctx.needs_input_grad)
-        weights = owner._weights_for(params, training=train)
-        # Masks follow torch's generator (through the seed), so torch.manual_seed reproduces them.
-        rng = None if dropout_seed is None else np.random.default_rng(dropout_seed)
-        y, (h_n, c_n), ctx.tape = F.forward(weights, x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()),
-                                            lengths=lengths, train=train, rng=rng)
-        return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n)
-
-    @staticmethod
-    def backward(ctx, dy, dh_n, dc_n):
-        dx, (dh0, dc0), grads = F.backward(ctx.tape, dy.numpy(), dh_n.numpy(), dc_n.numpy())
-        param_grads = [torch.from_numpy(g) for g in grads.values()]
-        return (None, torch.from_numpy(dx), torch.from_numpy(dh0), torch.from_numpy(dc0), None, None, *param_grads)
+def _check_like_torch(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size) -> None:
+    """torch.nn.RNNBase's argument checks, with its exceptions, messages and warning."""
+    if not isinstance(dropout, numbers.Number) or isinstance(dropout, bool) or not 0 <= dropout <= 1:
+        raise ValueError("dropout should be a number in range [0, 1] representing the probability of an element "
+                         "being zeroed")
+    if dropout > 0 and num_layers == 1:
+        warnings.warn("dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                      f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                      stacklevel=3)
+    for name, value in (("bias", bias), ("batch_first", batch_first)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
+    for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(value, int):
+            raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+        if value <= 0:
+            raise ValueError(f"{name} must be greater than zero")
+    if num_layers <= 0:
+        raise ValueError("num_layers must be greater than zero")
+    if proj_size < 0:
+        raise ValueError("proj_size should be a positive integer or zero to disable projections")
+    if proj_size >= hidden_size:
+        raise ValueError("proj_size has to be smaller than hidden_size")
 
 
 class LSTM(nn.Module):
-    """torch.nn.LSTM's interface on fastlstm, plus peepholes."""
+    """torch.nn.LSTM's interface on fastlstm, plus peepholes.
+
+    LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
+         proj_size=0, device=None, dtype=None, *, peephole=False)
+
+    Arguments, parameters, forward(input, hx=None) and its outputs are torch.nn.LSTM's (help(torch.nn.LSTM));
+    ``peephole=True`` adds the parameters peephole_{i,f,o}_l{k}{sfx} of shape (hidden_size,). device must be
+    None or the CPU; dtype float32 (the default) or float64.
+    """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
                  device=None, dtype=None, *, peephole: bool = False):
         super().__init__()
+        _check_like_torch(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
         cfg = self._config = checked_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                                             bidirectional, proj_size, peephole)
         self.mode = "LSTM"
@@ -63,18 +79,21 @@ class LSTM(nn.Module):
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size, self.peephole = bidirectional, proj_size, peephole
         if device is not None and torch.device(device).type != "cpu":
-            raise RuntimeError(f"device={device!r}: fastlstm.torch runs on the CPU until the CUDA engine lands")
+            raise RuntimeError(f"device={device!r}: this version of fastlstm runs on the CPU (its CUDA sequence "
+                               "engine is not part of it)")
         factory = {"dtype": dtype or torch.get_default_dtype()}
         self._flat_weights_names = list(cfg.param_shapes())
         for name, shape in cfg.param_shapes().items():
             self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
-        self._packed: dict[str, tuple] = {}  # dtype -> (weights, versions, bits of the packed parameters)
         self.reset_parameters()
 
-    def __getstate__(self):  # packed weights are a cache, rebuilt from the parameters after unpickling
-        state = self.__dict__.copy()
-        state["_packed"] = {}
-        return state
+    # nn.LSTM's own checks of forward's arguments (its exceptions and messages); they read only attributes the
+    # two modules share.
+    check_input = nn.LSTM.check_input
+    check_hidden_size = nn.LSTM.check_hidden_size
+    get_expected_hidden_size = nn.LSTM.get_expected_hidden_size
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
 
     @property
     def config(self) -> Config:
@@ -107,55 +126,56 @@ class LSTM(nn.Module):
                 s += f", {name}={getattr(self, name)}"
         return s
 
-    def _weights_for(self, params, training: bool) -> F.Weights:
-        """The parameters packed for the engine of their dtype (fastlstm.functional.Weights), packed again only
-        when a parameter changed since: a change is seen by the tensors' version counters (optimizers, in-place
-        ops) or, where those did not move, by comparing the bits with those packed: writes through `.data`
-        (old-style init and optimizer code) bump no counter. The comparison reads the weights once, about 1 ms
-        for 16 MB, against the tens of milliseconds of a repack."""
-        dtype = params[0].dtype
-        if dtype not in _NP_DTYPES:
-            raise TypeError(f"parameters: fastlstm computes in float32 or float64, not {dtype}")
-        key = _NP_DTYPES[dtype]
-        arrays = [p.detach().numpy() for p in params]
-        versions = tuple((p._version, p.data_ptr()) for p in params)
-        cached = self._packed.get(key)
-        if cached is not None:
-            weights, seen, bits = cached
-            if (weights.training or not training) and not weights.stale and seen == versions and all(
-                    np.array_equal(_bits(a), b) for a, b in zip(arrays, bits, strict=True)):
-                return weights
-        weights = F.pack(self.config, dict(zip(self._flat_weights_names, arrays, strict=True)), dtype=key,
-                         training=training)
-        self._packed[key] = (weights, versions, [_bits(a).copy() for a in arrays])
-        return weights
+    def _op_config(self) -> list[int]:
+        c = self.config
+        return [c.input_size, c.hidden_size, c.num_layers, c.proj_size, int(c.bias), int(c.batch_first),
+                int(c.bidirectional), int(c.peephole)]
 
     def forward(self, input, hx=None):
+        """torch.nn.LSTM.forward: input (L, N, H_in), (N, L, H_in) with batch_first, unbatched (L, H_in), or a
+        PackedSequence; hx = (h_0, c_0) or None -> (output, (h_n, c_n)) as nn.LSTM returns them."""
         packed = isinstance(input, PackedSequence)
+        lengths = None
         if packed:
-            padded, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
-            x, lengths = padded, lengths.numpy()
+            # nn.LSTM's checks of a packed input and its hx, before unpacking it for the engine (which takes the
+            # padded batch in the original order and each sequence's length).
+            batch_sizes = input.batch_sizes
+            if hx is not None:
+                self.check_forward_args(input.data, hx, batch_sizes)
+            x, lengths = pad_packed_sequence(input, batch_first=self.batch_first)
         else:
-            x, lengths = input, None
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input: expected a tensor or PackedSequence, got {type(x).__name__}")
+            x = input
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"input: expected a tensor or PackedSequence, got {type(x).__name__}")
+            if x.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.dim()}D instead")
         if x.device.type != "cpu":
-            raise RuntimeError("input: fastlstm.torch runs on the CPU until the CUDA engine lands")
-        params = self._flat_weights
-        x = x.to(params[0].dtype)
-        c = self.config
+            raise RuntimeError("input: this version of fastlstm runs on the CPU (CUDA tensors need its CUDA engine)")
         unbatched = x.dim() == 2
-        B = 1 if unbatched else x.shape[0 if self.batch_first else 1]
+        c = self.config
         DL = c.num_layers * c.num_directions
         if hx is None:
-            shape_h = (DL, c.out_size) if unbatched else (DL, B, c.out_size)
-            shape_c = (DL, c.hidden_size) if unbatched else (DL, B, c.hidden_size)
-            hx = (x.new_zeros(shape_h), x.new_zeros(shape_c))
-        h0, c0 = (t.to(params[0].dtype) for t in hx)
-        dropout_seed = None  # None: no dropout (eval mode, or nothing to drop)
-        if self.training and self.dropout > 0 and self.num_layers > 1:
-            dropout_seed = int(torch.randint(0, 2**62, (1,)).item())
-        y, h_n, c_n = _Function.apply(self, x, h0, c0, lengths, dropout_seed, *params)
+            B = 1 if unbatched else x.shape[0 if self.batch_first else 1]
+            lead = (DL,) if unbatched else (DL, B)
+            hx = (x.new_zeros(lead + (c.out_size,)), x.new_zeros(lead + (c.hidden_size,)))
+        elif not packed:
+            want = 2 if unbatched else 3
+            if hx[0].dim() != want or hx[1].dim() != want:
+                kind = "unbatched 2-D input, hx and cx should also be 2-D" if unbatched else \
+                    "batched 3-D input, hx and cx should also be 3-D"
+                raise RuntimeError(f"For {kind} but got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+        if not packed:
+            x3 = x.unsqueeze(0 if self.batch_first else 1) if unbatched else x
+            h3 = (hx[0].unsqueeze(1), hx[1].unsqueeze(1)) if unbatched else hx
+            self.check_forward_args(x3, h3, None)
+        params = self._flat_weights
+        train = torch.is_grad_enabled() and (
+            x.requires_grad or hx[0].requires_grad or hx[1].requires_grad or any(p.requires_grad for p in params))
+        # The dropout masks' generator: a seed drawn from torch's generator (as a tensor: no graph break).
+        use_dropout = self.training and train and c.dropout > 0 and c.num_layers > 1
+        seed = torch.randint(0, 2**62, (1,)) if use_dropout else torch.zeros(1, dtype=torch.int64)
+        y, h_n, c_n, _, _ = _torch_ops.lstm(x, hx[0], hx[1], params, lengths, self._op_config(), c.dropout, seed,
+                                             use_dropout, train)
         if packed:
             # The same packed layout as the input: time-major, sorted rows alive at each step.
             if self.batch_first:
@@ -164,11 +184,6 @@ class LSTM(nn.Module):
             rows = [y[t, idx[: int(n)]] for t, n in enumerate(input.batch_sizes)]
             y = PackedSequence(torch.cat(rows), input.batch_sizes, input.sorted_indices, input.unsorted_indices)
         return y, (h_n, c_n)
-
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    """The array as unsigned integers of its width: equality of bits (NaN equals itself, -0 differs from 0)."""
-    return a.view(np.uint32 if a.itemsize == 4 else np.uint64)
 
 
 def _numpy_ok() -> bool:  # torch built without numpy support cannot share memory with fastlstm

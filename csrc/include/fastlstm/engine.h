@@ -110,7 +110,17 @@ class Engine {
   // Each call validates what its arguments' values must satisfy (std::invalid_argument naming the argument)
   // before anything is written.
   virtual void forward(const ForwardArgs& args) const = 0;
-  virtual std::unique_ptr<SavedState> forward_train(const ForwardArgs& args, const void* const* masks) const = 0;
+  // The training forward. masks[k] (k < L-1, or null): the dropout mask applied to layer k's output,
+  // [T][B][D*Hout] contiguous. The saved state lives in memory of the engine's own, or in `saved` when given
+  // (`saved_bytes` long, 64-byte aligned, at least sizes(..).saved: a framework's "reserve" tensor, as
+  // cuDNN's RNN API has it); the returned object then only views it.
+  virtual std::unique_ptr<SavedState> forward_train(const ForwardArgs& args, const void* const* masks,
+                                                    void* saved = nullptr, std::size_t saved_bytes = 0) const = 0;
+  // A view of a state forward_train wrote into a caller's buffer, for backward: the same weights, T, B and
+  // lengths as that call (the engine checks sizes and lengths; other numbers give other gradients).
+  virtual std::unique_ptr<SavedState> saved_view(const PackedWeights& weights, int T, int B,
+                                                 const std::int64_t* lengths, void* saved,
+                                                 std::size_t saved_bytes) const = 0;
   virtual void backward(const BackwardArgs& args) const = 0;
 };
 

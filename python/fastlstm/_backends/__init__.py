@@ -4,13 +4,16 @@ An engine packs a model's parameters into its own weights format and runs calls 
 
     engine.pack(config, params, training) -> packed weights (opaque, immutable)
     engine.forward(packed, x3, h0, c0, lengths, batch_first) -> (y, h_n, c_n)
-    engine.forward_train(packed, x3, h0, c0, lengths, batch_first, masks) -> (y, h_n, c_n, saved)
-    engine.backward(packed, saved, dy3, dh_n, dc_n, batch_first, masks) -> (dx, dh0, dc0, per-layer grads)
-    engine.sizes(packed, T, B, train) -> {"outputs", "workspace", "saved"} bytes
+    engine.forward_train(packed, x3, h0, c0, lengths, batch_first, masks, saved=None) -> (y, h_n, c_n, state)
+    engine.saved_view(packed, saved, T, B, lengths) -> state       (a state forward_train wrote into `saved`)
+    engine.backward(packed, state, dy3, dh_n, dc_n, batch_first, masks) -> (dx, dh0, dc0, per-layer grads)
+    engine.sizes(config, T, B, train) -> {"outputs", "workspace", "saved"} bytes (at most)
     engine.name, engine.device, engine.trains, engine.stale
 
 x3 is (T, B, I) or, with batch_first, (B, T, I), in the engine's dtype with a contiguous last axis; h0/c0
-are 3-D contiguous or None; lengths is a contiguous int64 (B,) array or None. The engine checks every
+are 3-D contiguous or None; lengths is a contiguous int64 (B,) array or None; saved, a writable uint8 array of
+at least sizes(..)["saved"] bytes (64-byte aligned) that keeps the training state instead of the engine's
+own memory (a framework's reserve tensor). The engine checks every
 shape, layout and value a raw pointer depends on (ValueError / TypeError naming the argument) and the
 memory a call needs (MemoryError). ``stale`` turns True when the engine should no longer be used (the CPU
 kernel family selection changed): weights it packed are packed again by a fresh engine.

@@ -7,6 +7,7 @@ stale, so the weights it packed are packed again for the new family.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from .. import _core
@@ -58,11 +59,18 @@ def _precision_name(dtype: str, precision: str | None) -> str:
     return precision
 
 
+@functools.lru_cache(maxsize=256)
+def _shape(config):
+    """The engine's form of a Config's shape and options."""
+    return _core.Shape(config.input_size, config.hidden_size, config.num_layers, config.proj_size,
+                       config.bidirectional, config.bias, config.peephole)
+
+
 class CpuEngine:
     """Packs parameters for one CPU kernel family and runs calls on them (the interface: fastlstm._backends)."""
 
     device = "cpu"
-    __slots__ = ("core", "stale", "forward", "forward_train", "backward", "sizes")
+    __slots__ = ("core", "stale", "forward", "forward_train", "backward", "saved_view")
 
     def __init__(self, core):
         self.core = core
@@ -71,7 +79,7 @@ class CpuEngine:
         self.forward = core.forward
         self.forward_train = core.forward_train
         self.backward = core.backward
-        self.sizes = core.sizes
+        self.saved_view = core.saved_view
 
     @property
     def name(self) -> str:
@@ -84,8 +92,10 @@ class CpuEngine:
     def pack(self, config, params: dict, training: bool):
         layers = [config.layer_params(params, k, d) for k in range(config.num_layers)
                   for d in range(config.num_directions)]
-        return self.core.pack(config.input_size, config.hidden_size, config.num_layers, config.proj_size,
-                              config.bidirectional, config.bias, config.peephole, layers, training)
+        return self.core.pack(_shape(config), layers, training)
+
+    def sizes(self, config, T: int, B: int, train: bool) -> dict:
+        return self.core.sizes(_shape(config), T, B, train)
 
 
 def make_engine(index: int, dtype: str, precision: str | None, cell: str) -> CpuEngine:

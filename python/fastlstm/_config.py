@@ -19,7 +19,11 @@ PEEPHOLES = ("i", "f", "o")
 class Config:
     """The hyper-parameters of an LSTM (torch.nn.LSTM's, plus ``peephole``); immutable.
 
-    ``fastlstm.LSTM(...).config`` is one; build one directly for the functional layer
+    Config(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+           bidirectional=False, proj_size=0, peephole=False)
+
+    The meaning of each is fastlstm.LSTM's (help(fastlstm.LSTM)); no value is checked here (fastlstm.LSTM checks
+    them). ``fastlstm.LSTM(...).config`` is one; build one directly for the functional layer
     (``fastlstm.functional``) and the NumPy reference: ``Config(input_size=80, hidden_size=256, num_layers=2)``.
     """
 
@@ -91,9 +95,10 @@ class Config:
         return f"{long}_l{layer}{self.suffixes()[direction]}"
 
     def dropout_masks(self, T: int, B: int, dtype, rng: np.random.Generator) -> list[np.ndarray] | None:
-        """The dropout masks of one training call: one [T, B, D*H_out] array per layer but the last, each element
-        0 with probability ``dropout``, else 1 / (1 - dropout), drawn from ``rng`` in layer order; None when
-        there is no dropout to apply (dropout = 0 or one layer)."""
+        """The dropout masks of one training call of T steps on B rows: one (T, B, D*H_out) array of ``dtype`` per
+        layer but the last, each element 0 with probability ``dropout``, else 1 / (1 - dropout), drawn from the
+        numpy Generator ``rng`` in layer order; None when there is no dropout to apply (dropout = 0 or one
+        layer)."""
         p = self.dropout
         if p <= 0 or self.num_layers < 2:
             return None

@@ -86,9 +86,11 @@ class Weights:
 
 @dataclass(frozen=True, eq=False)
 class Tape:
-    """What a ``train=True`` forward keeps for backward: the weights it ran on, the engine's saved state
-    (per step, layer and direction the gates and c, and each layer's input), the dropout masks it applied,
-    and the call's layout. backward() may use it more than once."""
+    """What a ``train=True`` forward keeps for backward; backward() may use it more than once.
+
+    Fields: ``weights`` (the Weights it ran on), ``saved`` (the engine's state: per step, layer and direction the
+    gates and c, and each layer's input), ``dropout_masks`` (the masks it applied, or None), ``unbatched`` and
+    ``batch_first`` (x's layout), ``T`` and ``B`` (steps and rows)."""
 
     weights: Weights
     saved: object
@@ -243,17 +245,19 @@ def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, 
 
 
 def sizes(weights: Weights, T: int, B: int, *, train: bool = False) -> dict[str, int]:
-    """Bytes a call of T steps on B rows needs at most: ``outputs`` (the arrays it returns; with train, backward's
-    too), ``workspace`` (the engine's, freed when the call returns) and ``saved`` (train: the state kept for
-    backward). The engine checks them against the memory the machine can back before each call."""
+    """Bytes a call on ``weights`` of T steps on B rows needs at most: ``outputs`` (the arrays it returns; with
+    train, backward's too), ``workspace`` (the engine's, freed when the call returns) and ``saved`` (train: the
+    state kept for backward). The engine checks them against the memory the machine can back before each
+    call."""
     return weights.engine.sizes(weights.config, int(T), int(B), bool(train))
 
 
 def restore_tape(weights: Weights, saved: np.ndarray, T: int, B: int, *, lengths=None, dropout_masks=None,
                  unbatched: bool = False) -> Tape:
     """The tape of a training forward that kept its state in ``saved`` (forward(..., saved=...)): the same
-    weights, T, B, lengths and dropout masks as that call. For frameworks that hold the state as their own
-    tensor between forward and backward (fastlstm.torch's custom operators)."""
+    weights, T, B, lengths, dropout_masks and unbatched layout as that call (other values give other
+    gradients; sizes are checked). For frameworks that hold the state as their own tensor between forward and
+    backward (fastlstm.torch's custom operators)."""
     if lengths is not None:
         lengths = np.ascontiguousarray(as_numpy("lengths", lengths), dtype=np.int64)
     masks = None if dropout_masks is None else _masks(weights, dropout_masks, T, B)

@@ -187,7 +187,8 @@ def _float_dtype(x) -> np.dtype:
 
 def forward(cfg: Config, params: dict, x, hx=None, *, lengths=None, train: bool = False,
             dropout_masks: list | None = None, rng: np.random.Generator | None = None):
-    """The full module forward of fastlstm.LSTM. x: (T,B,I), (B,T,I) with batch_first, or unbatched (T,I).
+    """The full module forward of fastlstm.LSTM with Config ``cfg`` and ``params`` (state_dict's names), in x's
+    floating dtype (float32 or float64). x: (T,B,I), (B,T,I) with batch_first, or unbatched (T,I).
     hx: (h0 [D*L,B,H_out], c0 [D*L,B,H]) without the B axis when unbatched; None means zeros.
     lengths: (B,) integers in [1, T] or None. With train=True and dropout > 0 the masks are
     ``dropout_masks`` when given, else drawn from ``rng``. Returns (y, (h_n, c_n)), tape."""
@@ -234,7 +235,8 @@ def forward(cfg: Config, params: dict, x, hx=None, *, lengths=None, train: bool 
 
 
 def backward(cfg: Config, params: dict, tape: Tape, dy, dh_n=None, dc_n=None):
-    """Backpropagation through time of the forward that produced ``tape``. dy has y's shape; dh_n and
+    """Backpropagation through time of the forward that produced ``tape``, with the same ``cfg`` and ``params``
+    as that forward. dy has y's shape; dh_n and
     dc_n have h_n's and c_n's (None means zeros). Returns dx, (dh0, dc0), grads (state_dict's names)."""
     dt = tape.dtype
     D, L, H, Hout = cfg.num_directions, cfg.num_layers, cfg.hidden_size, cfg.out_size

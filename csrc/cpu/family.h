@@ -114,9 +114,10 @@ struct DxTask {
 // and run_backward, the whole team for the others; each owns a contiguous range of unit blocks.
 struct CellKernels {
   int gates = 0;  // vectors per unit block in the packed panels and saved gates (LSTM: 4, i f g o)
-  // The whole sequence of one layer and direction. Workspace (per thread): G [blocks][chunk * B][gates * U],
-  // then chunk * B row pointers (forward.cpp sizes it).
+  // The whole sequence of one layer and direction, on a per-thread workspace of
+  // direction_workspace(chunk, B, max_blocks, I, hout) bytes (max_blocks: the most unit blocks a thread owns).
   void (*run_direction)(const DirTask& task, int tid, int nthreads, void* workspace) = nullptr;
+  std::size_t (*direction_workspace)(int chunk, int B, int max_blocks, int I, int hout) = nullptr;
   // Training (null: the family runs inference only).
   void (*run_backward)(const BackTask& task, int tid, int nthreads) = nullptr;
   void (*run_grads)(const GradTask& task, int tid, int nthreads) = nullptr;

@@ -48,10 +48,11 @@ struct ForwardPlan {
     const std::size_t inter_bytes = mul_sz(mul_sz(mul_sz(steps_max, B), D * Hout), elem);
     if (!train)
       for (int i = 0; i < std::min(L - 1, 2); ++i) o_inter[i] = layout.reserve(inter_bytes);
-    // The kernel's workspace: G [blocks][chunk * B][G * U], then chunk * B row pointers.
-    const std::size_t rows = mul_sz(chunk, B);
-    const std::size_t gbytes = mul_sz(mul_sz(mul_sz(rows, max_blocks), static_cast<std::size_t>(G) * U), elem);
-    work_stride = round_up(add_sz(round_up(gbytes, 64), mul_sz(rows, sizeof(void*))), 64);
+    // The kernel's workspace (the family sizes it: G [blocks][chunk * B][G * U], row pointers, operands).
+    const CellKernels& kernels = g.family->cells[static_cast<int>(g.cell)];
+    mul_sz(mul_sz(mul_sz(mul_sz(chunk, B), max_blocks), static_cast<std::size_t>(G) * U), elem);  // overflow check
+    const int widest_input = L > 1 ? std::max(s.input_size, D * Hout) : s.input_size;
+    work_stride = round_up(kernels.direction_workspace(chunk, B, max_blocks, widest_input, Hout), 64);
     o_work = layout.reserve(mul_sz(work_stride, team.size));
     total = layout.total();
   }

@@ -1,6 +1,9 @@
-// Packing weights for a kernel family of the fp32 / fp64 formats (weights in the compute type): the
-// gate-interleaved panels the recurrence reads, and for training the transposed panels backward reads.
+// Packing weights for a kernel family: the gate-interleaved panels the recurrence reads (in the family's weight
+// format: fp32 / fp64, bf16 pairs, int8 quads with per-row scales), the bias, cell parameters and projection in the compute type, and for
+// training the transposed panels backward reads.
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -80,7 +83,80 @@ void pack_cols(const T* w, int P, int H, int U, T* out) {
       }
 }
 
+// float -> bf16, rounded to nearest even (vcvtneps2bf16's rounding; NaN stays a quiet NaN).
+std::uint16_t to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+// [G*H, K] row-major -> [NB][ceil(K/2)][G][U][2] bf16: the pair (k, k+1) of a unit in one 32-bit word, k in the
+// low half (vdpbf16ps's pairs); units past H and k past K zero (the buffer is zeroed).
+void pack_gates_bf16(const float* w, int G, int H, int K, int U, std::uint16_t* out) {
+  const std::size_t pairs = static_cast<std::size_t>((K + 1) / 2);
+  for (int g = 0; g < G; ++g)
+    for (int unit = 0; unit < H; ++unit) {
+      const float* row = w + static_cast<std::size_t>(g * H + unit) * K;
+      std::uint16_t* dst = out + static_cast<std::size_t>(unit / U) * pairs * G * U * 2 +
+                           (static_cast<std::size_t>(g) * U + unit % U) * 2;
+      for (int k = 0; k < K; ++k) dst[(static_cast<std::size_t>(k / 2) * G * U) * 2 + (k & 1)] = to_bf16(row[k]);
+    }
+}
+
+// How the gate panels (w_ih, w_hh) of a weight format are laid out; the other pieces stay in the compute type.
 template <class T>
+struct NativePanels {
+  static std::size_t bytes(std::size_t hp, int G, int K) { return mul_sz(mul_sz(hp, G), mul_sz(K, sizeof(T))); }
+  static void pack(const T* w, int G, int H, int K, int U, void* out) { pack_gates(w, G, H, K, U, static_cast<T*>(out)); }
+};
+struct Bf16Panels {
+  static std::size_t bytes(std::size_t hp, int G, int K) { return mul_sz(mul_sz(hp, G), mul_sz(round_up(K, 2), 2)); }
+  static void pack(const float* w, int G, int H, int K, int U, void* out) {
+    pack_gates_bf16(w, G, H, K, U, static_cast<std::uint16_t*>(out));
+  }
+};
+
+// [G*H, K] row-major -> per unit block [ceil(K/4)][G][U][4] int8 (four k of a unit in one 32-bit word, k in the
+// lowest byte: vpdpbusd's quads), then the scales [G][U] float (max |w| / 127 of each row: symmetric, per output
+// row) and the corrections [G][U] int32 (128 * the row's sum of quantized weights: the activations are stored
+// as q + 128). Units past H and k past K zero (the buffer is zeroed).
+void pack_gates_int8(const float* w, int G, int H, int K, int U, char* out) {
+  const std::size_t quads = static_cast<std::size_t>((K + 3) / 4);
+  const std::size_t block = quads * G * U * 4 + static_cast<std::size_t>(G) * U * 8;
+  for (int g = 0; g < G; ++g)
+    for (int unit = 0; unit < H; ++unit) {
+      const float* row = w + static_cast<std::size_t>(g * H + unit) * K;
+      char* base = out + static_cast<std::size_t>(unit / U) * block;
+      const std::size_t lane = static_cast<std::size_t>(g) * U + unit % U;
+      float amax = 0.0f;
+      for (int k = 0; k < K; ++k) amax = std::max(amax, std::fabs(row[k]));
+      const float scale = amax > 0.0f ? amax / 127.0f : 1.0f;
+      std::int32_t sum = 0;
+      for (int k = 0; k < K; ++k) {
+        const long q = std::clamp(std::lrint(row[k] / scale), -127L, 127L);  // round to nearest even
+        reinterpret_cast<std::int8_t*>(base)[((static_cast<std::size_t>(k / 4) * G * U) + lane) * 4 + (k & 3)] =
+            static_cast<std::int8_t>(q);
+        sum += static_cast<std::int32_t>(q);
+      }
+      char* tail = base + quads * G * U * 4;
+      std::memcpy(tail + lane * 4, &scale, 4);
+      const std::int32_t comp = 128 * sum;
+      std::memcpy(tail + static_cast<std::size_t>(G) * U * 4 + lane * 4, &comp, 4);
+    }
+}
+
+struct Int8Panels {
+  static std::size_t bytes(std::size_t hp, int G, int K) {
+    return add_sz(mul_sz(mul_sz(hp, G), round_up(K, 4)), mul_sz(mul_sz(hp, G), 8));
+  }
+  static void pack(const float* w, int G, int H, int K, int U, void* out) {
+    pack_gates_int8(w, G, H, K, U, static_cast<char*>(out));
+  }
+};
+
+template <class T, class Panels = NativePanels<T>>
 void pack_all(PackedModel& m, const RawLayer* layers) {
   const ModelShape& s = m.shape;
   const int U = m.units, G = m.gates, H = s.hidden_size, P = s.proj_size, D = s.directions();
@@ -91,8 +167,8 @@ void pack_all(PackedModel& m, const RawLayer* layers) {
   for (int k = 0; k < s.num_layers; ++k) {
     for (int d = 0; d < D; ++d) {
       PackedModel::Offsets& o = m.layers[k * D + d];
-      o.w_ih = piece(mul_sz(mul_sz(hp, G), s.layer_input(k)));
-      o.w_hh = piece(mul_sz(mul_sz(hp, G), s.out_size()));
+      o.w_ih = layout.reserve(Panels::bytes(hp, G, s.layer_input(k)));
+      o.w_hh = layout.reserve(Panels::bytes(hp, G, s.out_size()));
       o.bias = piece(G * hp);
       o.peep = piece(3 * hp);
       o.w_hr = piece(mul_sz(pp, H));
@@ -110,8 +186,8 @@ void pack_all(PackedModel& m, const RawLayer* layers) {
     for (int d = 0; d < D; ++d) {
       const RawLayer& raw = layers[k * D + d];
       const PackedModel::Offsets& o = m.layers[k * D + d];
-      pack_gates(static_cast<const T*>(raw.w_ih), G, H, s.layer_input(k), U, at(o.w_ih));
-      pack_gates(static_cast<const T*>(raw.w_hh), G, H, s.out_size(), U, at(o.w_hh));
+      Panels::pack(static_cast<const T*>(raw.w_ih), G, H, s.layer_input(k), U, at(o.w_ih));
+      Panels::pack(static_cast<const T*>(raw.w_hh), G, H, s.out_size(), U, at(o.w_hh));
       T* bias = at(o.bias);  // [NB][G][U]
       if (s.bias) {
         const T* bi = static_cast<const T*>(raw.b_ih);
@@ -161,6 +237,12 @@ std::unique_ptr<PackedModel> pack_model(const KernelFamily& family, Cell cell, c
       break;
     case WeightFormat::kF64:
       pack_all<double>(*m, layers);
+      break;
+    case WeightFormat::kBF16:
+      pack_all<float, Bf16Panels>(*m, layers);
+      break;
+    case WeightFormat::kI8RowScaled:
+      pack_all<float, Int8Panels>(*m, layers);
       break;
     default:
       throw std::invalid_argument(std::string("weights: no packer for ") + weight_format_name(family.weights));

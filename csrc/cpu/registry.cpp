@@ -13,7 +13,7 @@ extern const KernelFamily kAvx2F32, kAvx2F64;
 extern const IsaProbes kAvx2Probes;
 #endif
 #if defined(FASTLSTM_HAVE_AVX512)
-extern const KernelFamily kAvx512F32, kAvx512F64;
+extern const KernelFamily kAvx512F32, kAvx512F64, kAvx512Bf16, kAvx512Int8;
 extern const IsaProbes kAvx512Probes;
 #endif
 
@@ -25,7 +25,7 @@ const KernelFamily* const kFamilies[] = {
     &kAvx2F32,   &kAvx2F64,
 #endif
 #if defined(FASTLSTM_HAVE_AVX512)
-    &kAvx512F32, &kAvx512F64,
+    &kAvx512F32, &kAvx512F64, &kAvx512Bf16, &kAvx512Int8,
 #endif
 };
 

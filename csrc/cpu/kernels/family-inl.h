@@ -6,6 +6,7 @@
 // clang-format off: each part uses the ones above it
 #include "activations-inl.h"
 #include "gemm-inl.h"
+#include "operands-inl.h"
 #include "cells/lstm-inl.h"
 #include "recurrence_fwd-inl.h"
 #include "recurrence_bwd-inl.h"
@@ -13,19 +14,30 @@
 #include "probes-inl.h"
 // clang-format on
 
-template <class V, template <class> class C>
+template <class V, class C, class O>
+std::size_t direction_workspace_impl(int chunk, int B, int max_blocks, int I, int hout) {
+  return direction_workspace<V, O>(chunk, B, max_blocks, C::kGates, I, hout);
+}
+
+// The kernels of cell C on vector traits V with forward operands O; training where O is the native policy
+// (the backward kernels are written for operands in the compute type).
+template <class V, template <class> class C, class O = NativeOps<V>>
 constexpr CellKernels cell_kernels() {
   CellKernels k;
   k.gates = C<V>::kGates;
-  k.run_direction = run_direction_impl<V, C<V>>;
-  k.run_backward = run_backward_impl<V, C<V>>;
-  k.run_grads = run_grads_impl<V, C<V>>;
-  k.run_dx = run_dx_impl<V>;
+  k.run_direction = run_direction_impl<V, C<V>, O>;
+  k.direction_workspace = direction_workspace_impl<V, C<V>, O>;
+  if constexpr (!O::kConvert) {
+    k.run_backward = run_backward_impl<V, C<V>>;
+    k.run_grads = run_grads_impl<V, C<V>>;
+    k.run_dx = run_dx_impl<V>;
+  }
   return k;
 }
 
-// The fp32 / fp64 family of vector traits V: weights stored in the compute type.
-template <class V>
+// The family of vector traits V with forward operands O: NativeOps (weights in the compute type, fp32 /
+// fp64) or a low-precision policy (bf16-inl.h, int8-inl.h) with its weight format.
+template <class V, class O = NativeOps<V>>
 constexpr KernelFamily make_family(Isa isa, CpuFeature feature, DType compute, WeightFormat weights) {
   KernelFamily f;
   f.isa = isa;
@@ -33,7 +45,7 @@ constexpr KernelFamily make_family(Isa isa, CpuFeature feature, DType compute, W
   f.compute = compute;
   f.weights = weights;
   f.units = V::N;
-  f.cells[static_cast<int>(Cell::kLstm)] = cell_kernels<V, LstmCell>();
+  f.cells[static_cast<int>(Cell::kLstm)] = cell_kernels<V, LstmCell, O>();
   f.activation = activation_impl<V>;
   return f;
 }

@@ -1,17 +1,35 @@
-// The forward recurrence of one layer and direction, written once over the vector traits V and the cell C
-// (cells/), compiled once per kernel family. Included INSIDE a family's namespace (kernels/family-inl.h).
+// The forward recurrence of one layer and direction, written once over the vector traits V, the cell C
+// (cells/) and the operand policy O (operands-inl.h), compiled once per kernel family. Included INSIDE a
+// family's namespace (kernels/family-inl.h).
 //
 // Per chunk of steps, each thread projects the inputs of its own unit blocks (G = bias + x W_ih^T, no
 // barrier needed); per step, it runs z = G + h_{t-1} W_hh^T on its blocks with the cell's update fused in
 // the epilogue (register tiles of MR rows by gate-interleaved panels, so the gates of a unit share a tile),
-// then projects (P > 0) and meets its group at one barrier.
-//   workspace (per thread): G [my blocks][chunk * B][C::kGates * N], then chunk * B row pointers.
+// then projects (P > 0) and meets its group at one barrier. With a converting policy each thread converts
+// the x rows of a chunk and, at each step, the rows of h_{t-1} into operands of its own (a few vector
+// instructions per row against the row's products over its blocks; no shared copy, no extra barrier).
 //   DirTask's arrays as family.h states; h[s & 1] is read and h[(s + 1) & 1] written at step s.
 
-template <class V, class C>
+// The per-thread workspace of Direction (64-byte aligned pieces): G [max_blocks][chunk * B][gates * N] of T,
+// chunk * B row pointers, and with a converting policy the operands of a chunk's x rows and of B rows of h
+// with a scale each.
+template <class V, class O>
+inline std::size_t direction_workspace(int chunk, int B, int max_blocks, int gates, int I, int hout) {
+  const std::size_t rows = static_cast<std::size_t>(chunk) * B;
+  auto up = [](std::size_t n) { return (n + 63) / 64 * 64; };
+  std::size_t n = up(rows * max_blocks * gates * V::N * sizeof(typename V::T)) + up(rows * sizeof(void*));
+  if (O::kConvert) {
+    n += up(rows * O::row_elems(I) * sizeof(typename O::A)) + up(rows * sizeof(float));
+    n += up(static_cast<std::size_t>(B) * O::row_elems(hout) * sizeof(typename O::A)) + up(B * sizeof(float));
+  }
+  return n;
+}
+
+template <class V, class C, class O>
 struct Direction {
   using T = typename V::T;
   using R = typename V::R;
+  using A = typename O::A;
   static constexpr int N = V::N;
   static constexpr int NG = C::kGates;
   static constexpr int G4 = NG * N;  // one unit block's gate vectors
@@ -21,7 +39,11 @@ struct Direction {
   int nb_begin, nb_end;  // my unit blocks
   int pb_begin, pb_end;  // my projection blocks
   T* g;                  // [my blocks][chunk * B][G4]
-  const T** rows;        // [chunk * B]
+  const A** rows;        // [chunk * B] operand rows of a chunk's inputs
+  A* xq = nullptr;       // converting policy: [chunk * B][row_elems(I)] operands of x, scales xs
+  float* xs = nullptr;
+  A* hq = nullptr;       // converting policy: [B][row_elems(hout)] operands of h_{t-1}, scales hs
+  float* hs = nullptr;
   std::int64_t g_ld;     // chunk * B * G4: one block's slice of g
   int hout;
 
@@ -29,10 +51,24 @@ struct Direction {
     const int nb = (tk.H + N - 1) / N, pb = (tk.P + N - 1) / N;
     split_range(nb, tid, n, &nb_begin, &nb_end);
     split_range(pb, tid, n, &pb_begin, &pb_end);
-    g_ld = static_cast<std::int64_t>(tk.chunk) * tk.B * G4;
-    g = static_cast<T*>(ws);
-    rows = reinterpret_cast<const T**>(g + (nb_end - nb_begin) * g_ld);
     hout = tk.P > 0 ? tk.P : tk.H;
+    const std::int64_t rows_n = static_cast<std::int64_t>(tk.chunk) * tk.B;
+    auto up = [](std::int64_t bytes) { return (bytes + 63) / 64 * 64; };
+    g_ld = rows_n * G4;
+    char* p = static_cast<char*>(ws);
+    g = reinterpret_cast<T*>(p);
+    p += up((nb_end - nb_begin) * g_ld * static_cast<std::int64_t>(sizeof(T)));
+    rows = reinterpret_cast<const A**>(p);
+    p += up(rows_n * static_cast<std::int64_t>(sizeof(void*)));
+    if (O::kConvert) {
+      xq = reinterpret_cast<A*>(p);
+      p += up(rows_n * O::row_elems(tk.I) * static_cast<std::int64_t>(sizeof(A)));
+      xs = reinterpret_cast<float*>(p);
+      p += up(rows_n * static_cast<std::int64_t>(sizeof(float)));
+      hq = reinterpret_cast<A*>(p);
+      p += up(tk.B * O::row_elems(hout) * static_cast<std::int64_t>(sizeof(A)));
+      hs = reinterpret_cast<float*>(p);
+    }
   }
 
   int time_of(int s) const { return tk.reverse ? tk.steps - 1 - s : s; }
@@ -52,18 +88,18 @@ struct Direction {
     const T* m = static_cast<const T*>(tk.mask) + t * tk.m_st + mrow * tk.m_sb + col;
     return V::mul(h, load_partial<V>(m, hout - col < N ? hout - col : N));
   }
-  const T* w_ih_panel(int nb) const {
-    return static_cast<const T*>(tk.w_ih) + static_cast<std::int64_t>(nb) * tk.I * G4;
+  const void* w_ih_panel(int nb) const {
+    return static_cast<const char*>(tk.w_ih) + static_cast<std::int64_t>(nb) * O::panel_bytes(tk.I, NG);
   }
-  const T* w_hh_panel(int nb) const {
-    return static_cast<const T*>(tk.w_hh) + static_cast<std::int64_t>(nb) * hout * G4;
+  const void* w_hh_panel(int nb) const {
+    return static_cast<const char*>(tk.w_hh) + static_cast<std::int64_t>(nb) * O::panel_bytes(hout, NG);
   }
 
   // G[my block][m] = bias + x(m) W_ih^T for the m = 0 .. M-1 rows of steps s0 .. s1-1 (alive rows only).
   template <int MR, int NBLK>
   void project_tile(int nb_local, int m0) {
     R acc[MR][NBLK * NG];
-    const T* w[NBLK];
+    const void* w[NBLK];
     for (int b = 0; b < NBLK; ++b) {
       const int nb = nb_begin + nb_local + b;
       const T* bias = static_cast<const T*>(tk.bias) + static_cast<std::int64_t>(nb) * G4;
@@ -73,7 +109,7 @@ struct Direction {
       }
       w[b] = w_ih_panel(nb);
     }
-    tile<V, MR, NBLK, NG>(tk.I, rows + m0, w, acc);
+    O::template accumulate<MR, NBLK, NG>(tk.I, rows + m0, xs ? xs + m0 : nullptr, w, acc);
     for (int b = 0; b < NBLK; ++b) {
       T* dst = g + (nb_local + b) * g_ld + static_cast<std::int64_t>(m0) * G4;
       for (int r = 0; r < MR; ++r)
@@ -95,7 +131,15 @@ struct Direction {
     int M = 0;
     for (int s = s0; s < s1; ++s) {
       const int t = time_of(s);
-      for (int r = 0, n = alive(t); r < n; ++r) rows[M++] = x_row(t, r);
+      for (int r = 0, n = alive(t); r < n; ++r, ++M) {
+        if (O::kConvert) {
+          A* dst = xq + M * O::row_elems(tk.I);
+          O::convert(x_row(t, r), tk.I, dst, xs + M);
+          rows[M] = dst;
+        } else {
+          rows[M] = reinterpret_cast<const A*>(x_row(t, r));
+        }
+      }
     }
     int m = 0;
     for (; m + V::MR <= M; m += V::MR) project_rows<V::MR>(m);
@@ -106,16 +150,17 @@ struct Direction {
   template <int MR, int NBLK>
   void step_tile(int nb_local, int r0, int mg0, int t, const T* hprev, T* hnext) {
     R acc[MR][NBLK * NG];
-    const T* w[NBLK];
-    const T* a[MR];
-    for (int r = 0; r < MR; ++r) a[r] = hprev + (r0 + r) * tk.h_ld;
+    const void* w[NBLK];
+    const A* a[MR];
+    for (int r = 0; r < MR; ++r)
+      a[r] = O::kConvert ? hq + (r0 + r) * O::row_elems(hout) : reinterpret_cast<const A*>(hprev + (r0 + r) * tk.h_ld);
     for (int b = 0; b < NBLK; ++b) {
       const T* gsrc = g + (nb_local + b) * g_ld + static_cast<std::int64_t>(mg0 + r0) * G4;
       for (int r = 0; r < MR; ++r)
         for (int gi = 0; gi < NG; ++gi) acc[r][b * NG + gi] = V::load(gsrc + r * G4 + gi * N);
       w[b] = w_hh_panel(nb_begin + nb_local + b);
     }
-    tile<V, MR, NBLK, NG>(hout, a, w, acc);
+    O::template accumulate<MR, NBLK, NG>(hout, a, hs ? hs + r0 : nullptr, w, acc);
     const bool proj = tk.P > 0;
     T* hdst = proj ? static_cast<T*>(tk.hpre) : hnext;
     const std::int64_t hdst_ld = proj ? tk.c_ld : tk.h_ld;
@@ -175,6 +220,8 @@ struct Direction {
         const int t = time_of(s), n = alive(t);
         const T* hprev = hbuf[s & 1];
         T* hnext = hbuf[(s + 1) & 1];
+        if (O::kConvert)  // this step's operands of h_{t-1}: every row, whole (each thread its own copy)
+          for (int r = 0; r < n; ++r) O::convert(hprev + r * tk.h_ld, hout, hq + r * O::row_elems(hout), hs + r);
         over_rows<V>(n,
                      [&](auto mr, int r0) { this->template step_rows<decltype(mr)::value>(r0, mg0, t, hprev, hnext); });
         if (tk.P > 0) {
@@ -188,8 +235,8 @@ struct Direction {
   }
 };
 
-template <class V, class C>
+template <class V, class C, class O>
 void run_direction_impl(const DirTask& task, int tid, int nthreads, void* workspace) {
-  Direction<V, C> dir(task, tid, nthreads, workspace);
+  Direction<V, C, O> dir(task, tid, nthreads, workspace);
   dir.run();
 }

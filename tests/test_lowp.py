@@ -1,0 +1,177 @@
+"""The low-precision CPU kernels (precision="bf16", "int8"): every inference option at tail-hitting sizes against
+the float64 reference within each precision's documented bound (docs/api.md), no worse than the peers' own
+low-precision paths on the same weights and inputs (torch bf16 autocast; torch dynamic int8 and onnxruntime's
+DynamicQuantizeLSTM), the same bits for any thread count and call path, NaN propagated, and clear errors for
+what a precision or this CPU does not offer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import pytest
+from test_engine import CASES, _inputs
+
+import fastlstm
+from fastlstm import reference
+
+NATIVE = fastlstm.backends()["cpu"]["precisions"]["float32"]
+BOUND = {"bf16": 1e-2, "int8": 3e-2}  # max |y - y64| on these shapes; docs/api.md states the same
+PRECISIONS = [pytest.param(p, marks=pytest.mark.skipif(p not in NATIVE, reason=f"this CPU does not run {p} natively"))
+              for p in ("bf16", "int8")]
+
+
+def _ref64(m, x, state, lens):
+    p64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    s64 = None if state is None else tuple(a.astype(np.float64) for a in state)
+    (y, (h, c)), _ = reference.forward(m.config, p64, x.astype(np.float64), s64, lengths=lens)
+    return y, h, c
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("opts,T,B,I,H", CASES)
+def test_every_option_within_the_bound(rng, precision, opts, T, B, I, H):
+    m = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), precision=precision, **opts)
+    for hx, lengths in ((False, False), (True, True)):
+        x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype="float32")
+        y, (h, c) = m(x, state, lengths=lens)
+        y64, h64, c64 = _ref64(m, x, state, lens)
+        assert y.dtype == np.float32
+        for name, fast, ref in (("y", y, y64), ("h_n", h, h64)):
+            err = np.abs(fast - ref).max()
+            assert err <= BOUND[precision], f"{name}: {err:.3g}"
+        assert np.abs(c - c64).max() <= BOUND[precision] * (1 + np.abs(c64).max())
+        if lens is not None:
+            for b, n in enumerate(lens):
+                assert not (y[b, n:] if m.batch_first else y[n:, b]).any()
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_same_bits_for_any_thread_count_batch_and_call_path(rng, threads, precision):
+    m = fastlstm.LSTM(17, 40, 2, bidirectional=True, proj_size=7, peephole=True, seed=5, precision=precision)
+    x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
+    runs = []
+    for n in (1, 2, 3):
+        fastlstm.set_num_threads(n)
+        runs.append(m(x, state, lengths=lens))
+    for y, (h, c) in runs[1:]:
+        assert np.array_equal(y, runs[0][0]) and np.array_equal(h, runs[0][1][0]) and np.array_equal(c, runs[0][1][1])
+    sub = m(x[:, 5:6], (state[0][:, 5:6], state[1][:, 5:6]), lengths=lens[5:6])
+    assert np.array_equal(sub[0][:, 0], runs[0][0][:, 5])
+    uni = fastlstm.LSTM(17, 40, 2, seed=5, precision=precision)
+    out, st = uni.step(x[0])
+    assert np.array_equal(out, uni(x[:1])[0][0])
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_nan_propagates(precision):
+    m = fastlstm.LSTM(4, 8, seed=1, precision=precision)
+    x = np.zeros((3, 2, 4), np.float32)
+    x[1, 0, 2] = np.nan
+    y, _ = m(x)
+    assert np.isnan(y[1:, 0]).all() and np.isfinite(y[:, 1]).all() and np.isfinite(y[0]).all()
+
+
+def test_precision_errors_name_the_argument():
+    for bad in ("tf32", "fp16"):
+        with pytest.raises(ValueError, match="precision"):
+            fastlstm.LSTM(4, 8, precision=bad)
+    with pytest.raises(ValueError, match="precision"):
+        fastlstm.LSTM(4, 8, dtype="float64", precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        fastlstm.LSTM(4, 8, precision="nope")
+    with pytest.raises(TypeError, match="precision"):
+        fastlstm.LSTM(4, 8, precision=16)
+    for p in NATIVE:
+        if p in ("bf16", "int8"):
+            m = fastlstm.LSTM(4, 8, precision=p)
+            with pytest.raises(ValueError, match="inference only"):
+                m(np.zeros((2, 1, 4), np.float32), train=True)
+
+
+def test_a_family_without_the_instructions_says_what_it_offers():
+    """Under FASTLSTM_ISA=avx2 (no bf16 / int8 family there) the constructor says what the CPU offers."""
+    if "avx2" not in fastlstm.backends()["cpu"]["available_isas"]:
+        pytest.skip("no AVX2 on this CPU")
+    code = ("import fastlstm\n"
+            "print(fastlstm.backends()['cpu']['precisions']['float32'])\n"
+            "try:\n    fastlstm.LSTM(4, 8, precision='int8')\nexcept ValueError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                         env=dict(os.environ, FASTLSTM_ISA="avx2"), check=True).stdout
+    assert out.splitlines()[0] == "['fp32']"
+    assert "precision: 'int8' is not available" in out and "offers: default" in out
+
+
+# -- the peers, on the same weights and inputs -----------------------------------------------------------
+
+def _peer_case(seed, T, B, I, H):
+    from oracles import require
+
+    torch = require("torch")
+    torch.manual_seed(seed)
+    net = torch.nn.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    sd = {k: v.numpy() for k, v in net.state_dict().items()}
+    cfg = fastlstm.LSTM(I, H).config
+    (y64, _), _ = reference.forward(cfg, {k: v.astype(np.float64) for k, v in sd.items()}, x.double().numpy())
+    return torch, net, x, sd, cfg, y64
+
+
+def _ours(precision, sd, x, I, H):
+    m = fastlstm.LSTM(I, H, precision=precision)
+    m.load_state_dict(sd)
+    return m(x)[0]
+
+
+SHAPES = [(0, 40, 16, 96, 128), (1, 40, 1, 128, 128), (2, 20, 5, 33, 40)]  # seed, T, B, I, H
+
+
+def _errors(y, y64) -> tuple[float, float]:
+    """(RMS, max) of |y - y64|. The RMS is the comparison: the largest of thousands of rounding errors moves by
+    +-15% from seed to seed for either side, the RMS by a few percent."""
+    e = np.asarray(y, np.float64) - y64
+    return float(np.sqrt(np.mean(e * e))), float(np.abs(e).max())
+
+
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+@pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
+def test_bf16_no_worse_than_torch_autocast(seed, T, B, I, H):
+    torch, net, x, sd, cfg, y64 = _peer_case(seed, T, B, I, H)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        yt, _ = net(x)
+    rms_torch, max_torch = _errors(yt.float().numpy(), y64)
+    rms_ours, max_ours = _errors(_ours("bf16", sd, x.numpy(), I, H), y64)
+    assert rms_ours <= rms_torch and max_ours <= 1.25 * max_torch, (rms_ours, rms_torch, max_ours, max_torch)
+
+
+@pytest.mark.skipif("int8" not in NATIVE, reason="this CPU does not run int8 natively")
+@pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
+def test_int8_no_worse_than_torch_and_onnxruntime_dynamic_int8(seed, T, B, I, H):
+    from oracles import require
+
+    torch, net, x, sd, cfg, y64 = _peer_case(seed, T, B, I, H)
+    with warnings.catch_warnings():  # torch's eager quantization is deprecated (and says so)
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(net), {torch.nn.LSTM}, dtype=torch.qint8)
+        with torch.no_grad():
+            yq, _ = q[0](x)
+    assert "quantized.dynamic" in type(q[0]).__module__  # the int8 module, not the float one
+    require("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from fastlstm.convert import onnx as conv
+
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = os.path.join(d, "lstm.onnx"), os.path.join(d, "lstm_int8.onnx")
+        with open(src, "wb") as f:
+            f.write(conv.lstm_model(cfg, sd))
+        quantize_dynamic(src, dst, op_types_to_quantize=["LSTM"], weight_type=QuantType.QInt8)
+        with open(dst, "rb") as f:
+            yo, _ = conv.OnnxLSTM(f.read())(x.numpy())
+    ours, peers = _errors(_ours("int8", sd, x.numpy(), I, H), y64), (_errors(yq.numpy(), y64), _errors(yo, y64))
+    for peer in peers:
+        assert ours[0] <= peer[0] and ours[1] <= 1.25 * peer[1], (ours, peers)

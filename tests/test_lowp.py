@@ -1,8 +1,8 @@
-"""The low-precision CPU kernels (precision="bf16", "int8"): every inference option at tail-hitting sizes against
-the float64 reference within each precision's documented bound (docs/api.md), no worse than the peers' own
-low-precision paths on the same weights and inputs (torch bf16 autocast; torch dynamic int8 and onnxruntime's
-DynamicQuantizeLSTM), the same bits for any thread count and call path, NaN propagated, and clear errors for
-what a precision or this CPU does not offer."""
+"""The low-precision CPU kernels (precision="bf16", "int8"): every inference option (and bf16 training) at
+tail-hitting sizes against the float64 reference within each precision's documented bound (docs/api.md), no
+worse than the peers' own low-precision paths on the same weights and inputs (torch bf16 autocast, forward and
+backward; torch dynamic int8 and onnxruntime's DynamicQuantizeLSTM), the same bits for any thread count and
+call path, NaN propagated, and clear errors for what a precision or this CPU does not offer."""
 
 from __future__ import annotations
 
@@ -14,15 +14,19 @@ import warnings
 
 import numpy as np
 import pytest
-from test_engine import CASES, _inputs
 
 import fastlstm
 from fastlstm import reference
+from test_engine import CASES, _inputs
 
 NATIVE = fastlstm.backends()["cpu"]["precisions"]["float32"]
 BOUND = {"bf16": 1e-2, "int8": 3e-2}  # max |y - y64| on these shapes; docs/api.md states the same
 PRECISIONS = [pytest.param(p, marks=pytest.mark.skipif(p not in NATIVE, reason=f"this CPU does not run {p} natively"))
               for p in ("bf16", "int8")]
+
+
+def as64(a):
+    return None if a is None else a.astype(np.float64)
 
 
 def _ref64(m, x, state, lens):
@@ -86,11 +90,10 @@ def test_precision_errors_name_the_argument():
         fastlstm.LSTM(4, 8, precision="nope")
     with pytest.raises(TypeError, match="precision"):
         fastlstm.LSTM(4, 8, precision=16)
-    for p in NATIVE:
-        if p in ("bf16", "int8"):
-            m = fastlstm.LSTM(4, 8, precision=p)
-            with pytest.raises(ValueError, match="inference only"):
-                m(np.zeros((2, 1, 4), np.float32), train=True)
+    if "int8" in NATIVE:
+        m = fastlstm.LSTM(4, 8, precision="int8")
+        with pytest.raises(ValueError, match="inference only"):
+            m(np.zeros((2, 1, 4), np.float32), train=True)
 
 
 def test_a_family_without_the_instructions_says_what_it_offers():
@@ -104,6 +107,46 @@ def test_a_family_without_the_instructions_says_what_it_offers():
                          env=dict(os.environ, FASTLSTM_ISA="avx2"), check=True).stdout
     assert out.splitlines()[0] == "['fp32']"
     assert "precision: 'int8' is not available" in out and "offers: default" in out
+
+
+GRAD_BOUND = 2e-2  # bf16 training: max |g - g64| / max |g64| per gradient, on these shapes (docs/api.md)
+
+
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+@pytest.mark.parametrize("opts,T,B,I,H", CASES + [(dict(num_layers=3, dropout=0.5, bidirectional=True), 4, 5, 3, 17)])
+def test_bf16_training_within_the_bound(rng, opts, T, B, I, H):
+    m = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), precision="bf16", **opts)
+    for hx, lengths in ((False, False), (True, True)):
+        x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype="float32")
+        y, (h, c) = m(x, state, lengths=lens, train=True)
+        masks = m._tape.dropout_masks
+        dy, dhn, dcn = (rng.standard_normal(a.shape).astype(np.float32) for a in (y, h, c))
+        dx, (dh0, dc0) = m.backward(dy, dhn, dcn)
+        p64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+        (y64, _), tape = reference.forward(m.config, p64, x.astype(np.float64),
+                                           None if state is None else tuple(map(as64, state)), lengths=lens,
+                                           train=True, dropout_masks=None if masks is None else list(map(as64, masks)))
+        rdx, (rdh0, rdc0), rg = reference.backward(m.config, p64, tape, *map(as64, (dy, dhn, dcn)))
+        assert np.abs(y - y64).max() <= BOUND["bf16"]
+        for name, fast, ref in [("dx", dx, rdx), ("dh0", dh0, rdh0), ("dc0", dc0, rdc0)] + \
+                [(k, m.grads[k], rg[k]) for k in rg]:
+            err = np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-3)
+            assert err <= GRAD_BOUND, f"{name}: {err:.3g}"
+
+
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+def test_bf16_gradients_same_bits_for_any_thread_count(rng, threads):
+    m = fastlstm.LSTM(17, 40, 2, bidirectional=True, proj_size=7, peephole=True, seed=5, precision="bf16")
+    x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
+    dy = rng.standard_normal((6, 13, 14)).astype(np.float32)
+    runs = []
+    for n in (1, 2, 3):
+        fastlstm.set_num_threads(n)
+        m(x, state, lengths=lens, train=True)
+        dx, _ = m.backward(dy)
+        runs.append((dx, m.grads))
+    for dx, g in runs[1:]:
+        assert np.array_equal(dx, runs[0][0]) and all(np.array_equal(g[k], runs[0][1][k]) for k in g)
 
 
 # -- the peers, on the same weights and inputs -----------------------------------------------------------
@@ -175,3 +218,29 @@ def test_int8_no_worse_than_torch_and_onnxruntime_dynamic_int8(seed, T, B, I, H)
     ours, peers = _errors(_ours("int8", sd, x.numpy(), I, H), y64), (_errors(yq.numpy(), y64), _errors(yo, y64))
     for peer in peers:
         assert ours[0] <= peer[0] and ours[1] <= 1.25 * peer[1], (ours, peers)
+
+
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+@pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
+def test_bf16_training_no_worse_than_torch_autocast(seed, T, B, I, H):
+    """The input and weight gradients of one backward, against the float64 reference's, beside torch's under
+    bf16 autocast (RMS no larger; max within the seed-to-seed spread of a maximum)."""
+    torch, net, x, sd, cfg, y64 = _peer_case(seed, T, B, I, H)
+    dy = torch.randn(T, B, H, generator=torch.Generator().manual_seed(seed))
+    (_, _), tape = reference.forward(cfg, {k: v.astype(np.float64) for k, v in sd.items()}, x.double().numpy(),
+                                     train=True)
+    rdx, _, rg = reference.backward(cfg, {k: v.astype(np.float64) for k, v in sd.items()}, tape,
+                                    dy.double().numpy())
+    xt = x.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        yt, _ = net(xt)
+    yt.float().backward(dy)
+    m = fastlstm.LSTM(I, H, precision="bf16")
+    m.load_state_dict(sd)
+    m(x.numpy(), train=True)
+    dx, _ = m.backward(dy.numpy())
+    for ours, theirs, ref in ((dx, xt.grad.numpy(), rdx),
+                              (m.grads["weight_hh_l0"], net.weight_hh_l0.grad.numpy(), rg["weight_hh_l0"]),
+                              (m.grads["weight_ih_l0"], net.weight_ih_l0.grad.numpy(), rg["weight_ih_l0"])):
+        (rms_o, max_o), (rms_t, max_t) = _errors(ours, ref), _errors(theirs, ref)
+        assert rms_o <= rms_t and max_o <= 1.25 * max_t, (rms_o, rms_t, max_o, max_t)

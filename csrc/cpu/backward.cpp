@@ -51,8 +51,10 @@ struct BackwardPlan {
       o.gw_hr = layout.reserve(mul_sz(mul_sz(H, h_ld), elem));
     }
     dx_ptr = layout.reserve(mul_sz(mul_sz(M, 2), sizeof(void*)));
-    // run_grads' per-thread dz panel, [kRowChunk][G * U].
-    grad_work_stride = round_up(mul_sz(mul_sz(GradTask::kRowChunk, static_cast<std::size_t>(G) * U), elem), 64);
+    // Each thread's scratch (the weight gradients' dz panel, a converting family's operands).
+    const CellKernels& kernels = g.family->cells[static_cast<int>(g.cell)];
+    mul_sz(mul_sz(GradTask::kRowChunk, static_cast<std::size_t>(G) * U), elem);  // overflow check
+    grad_work_stride = round_up(kernels.training_workspace(B, Imax, Hout, c_ld), 64);
     grad_work = layout.reserve(mul_sz(grad_work_stride, n));
     const std::size_t up_bytes = mul_sz(mul_sz(rows, D * Hout), elem);
     upstream[0] = layout.reserve(L > 1 ? up_bytes : 0);
@@ -97,15 +99,16 @@ struct BackCall {
 
   static void team_main(void* ctx, int tid, int n) { static_cast<BackCall*>(ctx)->member(tid, n); }
   void member(int tid, int n) {
+    void* scratch = gt[0].work[tid];  // this thread's, used by each phase in turn
     if (team.groups == 2) {
       const int g = team.group_of(tid);
-      kernels.run_backward(bt[g], team.group_tid(tid), team.group_size(g));
+      kernels.run_backward(bt[g], team.group_tid(tid), team.group_size(g), scratch);
     } else {
-      for (int d = 0; d < D; ++d) kernels.run_backward(bt[d], tid, n);
+      for (int d = 0; d < D; ++d) kernels.run_backward(bt[d], tid, n, scratch);
     }
     team.team.wait();  // every direction's dz is complete
     for (int d = 0; d < D; ++d) kernels.run_grads(gt[d], tid, n);
-    kernels.run_dx(dxt, tid, n);
+    kernels.run_dx(dxt, tid, n, scratch);
   }
 
   void run() {

@@ -95,10 +95,9 @@ struct GradTask {
   void* gp = nullptr;                       // [3][c_ld] (i, f, o)
   void* gw_hr_t = nullptr;                  // [H][h_ld]
   std::int64_t h_ld = 0, c_ld = 0;
-  void* const* work = nullptr;  // per thread: grad_workspace_bytes
+  void* const* work = nullptr;  // per team thread: its scratch (training_workspace bytes)
   static constexpr int kRowChunk = 512;
 };
-// Per-thread workspace of run_grads: one block's dz panel for a chunk of rows, [kRowChunk][gates * U].
 
 // dX of a layer: dx(m) = sum over directions of dz_d(m) W_ih_d, times a dropout mask for layers > 0.
 struct DxTask {
@@ -118,10 +117,12 @@ struct CellKernels {
   // direction_workspace(chunk, B, max_blocks, I, hout) bytes (max_blocks: the most unit blocks a thread owns).
   void (*run_direction)(const DirTask& task, int tid, int nthreads, void* workspace) = nullptr;
   std::size_t (*direction_workspace)(int chunk, int B, int max_blocks, int I, int hout) = nullptr;
-  // Training (null: the family runs inference only).
-  void (*run_backward)(const BackTask& task, int tid, int nthreads) = nullptr;
+  // Training (null: the family runs inference only). run_backward and run_dx get the calling thread's scratch
+  // (run_grads finds it in GradTask::work): training_workspace(B, widest layer input, hout, c_ld) bytes each.
+  void (*run_backward)(const BackTask& task, int tid, int nthreads, void* scratch) = nullptr;
   void (*run_grads)(const GradTask& task, int tid, int nthreads) = nullptr;
-  void (*run_dx)(const DxTask& task, int tid, int nthreads) = nullptr;
+  void (*run_dx)(const DxTask& task, int tid, int nthreads, void* scratch) = nullptr;
+  std::size_t (*training_workspace)(int B, int widest_input, int hout, std::int64_t c_ld) = nullptr;
 };
 
 // A kernel family: one ISA's kernels for one compute type and weight format.

@@ -1,6 +1,6 @@
 // Packing weights for a kernel family: the gate-interleaved panels the recurrence reads (in the family's weight
-// format: fp32 / fp64, bf16 pairs, int8 quads with per-row scales), the bias, cell parameters and projection in the compute type, and for
-// training the transposed panels backward reads.
+// format: fp32 / fp64, bf16 pairs, int8 quads with per-row scales), the bias, cell parameters and projection in the
+// compute type, and for training the transposed panels backward reads.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -105,16 +105,45 @@ void pack_gates_bf16(const float* w, int G, int H, int K, int U, std::uint16_t* 
     }
 }
 
-// How the gate panels (w_ih, w_hh) of a weight format are laid out; the other pieces stay in the compute type.
+// [G*H, K] row-major -> [ceil(K/U)][G*Hp/2][U][2] bf16 for backward's products with dz in pairs: the rows in
+// the packed gate order [NB][G][U] of dz, two consecutive ones per 32-bit word; padding zero (zeroed buffer).
+void pack_gates_t_bf16(const float* w, int G, int H, int K, int U, std::uint16_t* out) {
+  const std::size_t rows = static_cast<std::size_t>((H + U - 1) / U) * G * U;
+  for (int g = 0; g < G; ++g)
+    for (int unit = 0; unit < H; ++unit) {
+      const float* row = w + static_cast<std::size_t>(g * H + unit) * K;
+      const std::size_t kappa = (static_cast<std::size_t>(unit / U) * G + g) * U + unit % U;
+      for (int c = 0; c < K; ++c)
+        out[(static_cast<std::size_t>(c / U) * rows + (kappa & ~std::size_t(1))) * U + (c % U) * 2 + (kappa & 1)] =
+            to_bf16(row[c]);
+    }
+}
+
+// How the gate panels (w_ih, w_hh) of a weight format are laid out, and the transposed ones training adds; the
+// other pieces stay in the compute type.
 template <class T>
 struct NativePanels {
   static std::size_t bytes(std::size_t hp, int G, int K) { return mul_sz(mul_sz(hp, G), mul_sz(K, sizeof(T))); }
-  static void pack(const T* w, int G, int H, int K, int U, void* out) { pack_gates(w, G, H, K, U, static_cast<T*>(out)); }
+  static void pack(const T* w, int G, int H, int K, int U, void* out) {
+    pack_gates(w, G, H, K, U, static_cast<T*>(out));
+  }
+  static std::size_t bytes_t(std::size_t hp, int G, int K, int U) {
+    return mul_sz(mul_sz(hp, G), mul_sz(round_up(K, U), sizeof(T)));
+  }
+  static void pack_t(const T* w, int G, int H, int K, int U, void* out) {
+    pack_gates_t(w, G, H, K, U, static_cast<T*>(out));
+  }
 };
 struct Bf16Panels {
   static std::size_t bytes(std::size_t hp, int G, int K) { return mul_sz(mul_sz(hp, G), mul_sz(round_up(K, 2), 2)); }
   static void pack(const float* w, int G, int H, int K, int U, void* out) {
     pack_gates_bf16(w, G, H, K, U, static_cast<std::uint16_t*>(out));
+  }
+  static std::size_t bytes_t(std::size_t hp, int G, int K, int U) {
+    return mul_sz(mul_sz(hp, G), mul_sz(round_up(K, U), 2));
+  }
+  static void pack_t(const float* w, int G, int H, int K, int U, void* out) {
+    pack_gates_t_bf16(w, G, H, K, U, static_cast<std::uint16_t*>(out));
   }
 };
 
@@ -154,6 +183,8 @@ struct Int8Panels {
   static void pack(const float* w, int G, int H, int K, int U, void* out) {
     pack_gates_int8(w, G, H, K, U, static_cast<char*>(out));
   }
+  static std::size_t bytes_t(std::size_t, int, int, int) { return 0; }  // inference only
+  static void pack_t(const float*, int, int, int, int, void*) {}
 };
 
 template <class T, class Panels = NativePanels<T>>
@@ -173,8 +204,8 @@ void pack_all(PackedModel& m, const RawLayer* layers) {
       o.peep = piece(3 * hp);
       o.w_hr = piece(mul_sz(pp, H));
       if (m.training) {
-        o.w_ih_t = piece(mul_sz(mul_sz(hp, G), round_up(s.layer_input(k), U)));
-        o.w_hh_t = piece(mul_sz(mul_sz(hp, G), round_up(s.out_size(), U)));
+        o.w_ih_t = layout.reserve(Panels::bytes_t(hp, G, s.layer_input(k), U));
+        o.w_hh_t = layout.reserve(Panels::bytes_t(hp, G, s.out_size(), U));
         o.w_hr_t = piece(mul_sz(hp, P));
       }
     }
@@ -202,8 +233,8 @@ void pack_all(PackedModel& m, const RawLayer* layers) {
       }
       if (P > 0) pack_rows(static_cast<const T*>(raw.w_hr), P, H, U, at(o.w_hr));
       if (m.training) {
-        pack_gates_t(static_cast<const T*>(raw.w_ih), G, H, s.layer_input(k), U, at(o.w_ih_t));
-        pack_gates_t(static_cast<const T*>(raw.w_hh), G, H, s.out_size(), U, at(o.w_hh_t));
+        Panels::pack_t(static_cast<const T*>(raw.w_ih), G, H, s.layer_input(k), U, at(o.w_ih_t));
+        Panels::pack_t(static_cast<const T*>(raw.w_hh), G, H, s.out_size(), U, at(o.w_hh_t));
         if (P > 0) pack_cols(static_cast<const T*>(raw.w_hr), P, H, U, at(o.w_hr_t));
       }
     }

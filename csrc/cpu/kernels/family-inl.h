@@ -19,18 +19,19 @@ std::size_t direction_workspace_impl(int chunk, int B, int max_blocks, int I, in
   return direction_workspace<V, O>(chunk, B, max_blocks, C::kGates, I, hout);
 }
 
-// The kernels of cell C on vector traits V with forward operands O; training where O is the native policy
-// (the backward kernels are written for operands in the compute type).
+// The kernels of cell C on vector traits V with operands O; training where O also gives the weight gradients'
+// operands (O::kTrains: the native and bf16 policies, not int8).
 template <class V, template <class> class C, class O = NativeOps<V>>
 constexpr CellKernels cell_kernels() {
   CellKernels k;
   k.gates = C<V>::kGates;
   k.run_direction = run_direction_impl<V, C<V>, O>;
   k.direction_workspace = direction_workspace_impl<V, C<V>, O>;
-  if constexpr (!O::kConvert) {
-    k.run_backward = run_backward_impl<V, C<V>>;
-    k.run_grads = run_grads_impl<V, C<V>>;
-    k.run_dx = run_dx_impl<V>;
+  if constexpr (O::kTrains) {
+    k.run_backward = run_backward_impl<V, C<V>, O>;
+    k.run_grads = run_grads_impl<V, C<V>, O>;
+    k.run_dx = run_dx_impl<V, O>;
+    k.training_workspace = training_workspace_impl<V, C<V>, O>;
   }
   return k;
 }

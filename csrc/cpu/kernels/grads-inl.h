@@ -1,9 +1,11 @@
 // The weight and input gradients of one layer, over all live rows of the sequence at once (after the
-// recurrence of backward produced dz), written once over the vector traits V and the cell C. Each output
-// element is one chain in a fixed row order (t ascending, r ascending), so gradients are bitwise
-// reproducible for any thread count. Included INSIDE a family's namespace.
+// recurrence of backward produced dz), written once over the vector traits V, the cell C and the operand
+// policy O (operands-inl.h). Each output element is one chain in a fixed row order (t ascending, r
+// ascending; a converting policy takes the rows in consecutive pairs), so gradients are bitwise reproducible
+// for any thread count. Bias and cell-parameter gradients are fp32 / fp64 sums whatever the policy. Included
+// INSIDE a family's namespace.
 
-template <class V, class C>
+template <class V, class C, class O>
 struct Grads {
   using T = typename V::T;
   using R = typename V::R;
@@ -37,18 +39,22 @@ struct Grads {
     const int hout = tk.P > 0 ? tk.P : tk.H;
     int nb_begin, nb_end;
     split_range((tk.H + N - 1) / N, tid, nthreads, &nb_begin, &nb_end);
-    T* dzp = static_cast<T*>(tk.work[tid]);  // [kRowChunk][G4]
-    const void* dzp_rows[kRowChunk];
-    for (int m = 0; m < kRowChunk; ++m) dzp_rows[m] = dzp + static_cast<std::int64_t>(m) * G4;
-    for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
-      const int mc = tk.M - m0 < kRowChunk ? tk.M - m0 : kRowChunk;
-      for (int nb = nb_begin; nb < nb_end; ++nb) {
-        for (int m = 0; m < mc; ++m) {
-          const T* src = static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4;
-          for (int g = 0; g < NG; ++g) V::store(dzp + m * G4 + g * N, V::load(src + g * N));
+    if constexpr (O::kConvert) {
+      weights_in_pairs(nb_begin, nb_end, hout, tid);
+    } else {
+      T* dzp = static_cast<T*>(tk.work[tid]);  // [kRowChunk][G4]
+      const void* dzp_rows[kRowChunk];
+      for (int m = 0; m < kRowChunk; ++m) dzp_rows[m] = dzp + static_cast<std::int64_t>(m) * G4;
+      for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
+        const int mc = tk.M - m0 < kRowChunk ? tk.M - m0 : kRowChunk;
+        for (int nb = nb_begin; nb < nb_end; ++nb) {
+          for (int m = 0; m < mc; ++m) {
+            const T* src = static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4;
+            for (int g = 0; g < NG; ++g) V::store(dzp + m * G4 + g * N, V::load(src + g * N));
+          }
+          all_cols(tk.I, m0, mc, tk.x_rows, dzp_rows, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
+          all_cols(hout, m0, mc, tk.hprev_rows, dzp_rows, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
         }
-        all_cols(tk.I, m0, mc, tk.x_rows, dzp_rows, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
-        all_cols(hout, m0, mc, tk.hprev_rows, dzp_rows, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
       }
     }
     for (int nb = nb_begin; nb < nb_end; ++nb) {
@@ -80,6 +86,55 @@ struct Grads {
     }
   }
 
+  // A converting policy's weight gradients: per chunk of rows, each thread packs the chunk's layer inputs and
+  // h_{t-1} as pairs of consecutive rows per column (its own copy: a conversion per value against the block
+  // products of all its units), and per block the dz panel as pairs of rows; O::outer multiplies them.
+  //   scratch: dz pairs [kRowChunk / 2][G4], x pairs [kRowChunk / 2][pair_ld(I)], h pairs [..][pair_ld(hout)]
+  static std::int64_t pair_ld(int n) { return (static_cast<std::int64_t>(n) + 15) / 16 * 16; }
+
+  void weights_in_pairs(int nb_begin, int nb_end, int hout, int tid) {
+    using A = typename O::A;
+    constexpr int kPairs = kRowChunk / 2;
+    A* dzp = static_cast<A*>(tk.work[tid]);
+    A* xp = dzp + kPairs * G4;
+    A* hp = xp + kPairs * pair_ld(tk.I);
+    auto row = [](const void* const* rows, int m, int end) {
+      return m < end ? static_cast<const T*>(rows[m]) : static_cast<const T*>(nullptr);
+    };
+    for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
+      const int end = tk.M < m0 + kRowChunk ? tk.M : m0 + kRowChunk, pairs = (end - m0 + 1) / 2;
+      for (int q = 0; q < pairs; ++q) {
+        const int m = m0 + 2 * q;
+        O::pair_rows(row(tk.x_rows, m, end), row(tk.x_rows, m + 1, end), tk.I, xp + q * pair_ld(tk.I));
+        O::pair_rows(row(tk.hprev_rows, m, end), row(tk.hprev_rows, m + 1, end), hout, hp + q * pair_ld(hout));
+      }
+      for (int nb = nb_begin; nb < nb_end; ++nb) {
+        for (int q = 0; q < pairs; ++q) {
+          const int m = m0 + 2 * q;
+          const T* a = row(tk.dz_rows, m, end) + nb * G4;
+          const T* b = m + 1 < end ? row(tk.dz_rows, m + 1, end) + nb * G4 : nullptr;
+          for (int g = 0; g < NG; ++g)
+            O::pair_rows(a + g * N, b ? b + g * N : nullptr, N, dzp + (static_cast<std::int64_t>(q) * NG + g) * N);
+        }
+        pair_cols(tk.I, pairs, xp, pair_ld(tk.I), dzp, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
+        pair_cols(hout, pairs, hp, pair_ld(hout), dzp, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
+      }
+    }
+  }
+
+  void pair_cols(int ncols, int pairs, const typename O::A* ap, std::int64_t ld, const typename O::A* dzp, T* out,
+                 bool first) {
+    over_rows<V>(ncols, [&](auto mr, int c0) {
+      constexpr int MR = decltype(mr)::value;
+      R acc[MR][NG];
+      for (int r = 0; r < MR; ++r)
+        for (int g = 0; g < NG; ++g) acc[r][g] = first ? V::zero() : V::load(out + (c0 + r) * NG * tk.c_ld + g * N);
+      O::template outer<MR, NG>(pairs, ap, ld, c0, dzp, acc);
+      for (int r = 0; r < MR; ++r)
+        for (int g = 0; g < NG; ++g) V::store(out + (c0 + r) * NG * tk.c_ld + g * N, acc[r][g]);
+    });
+  }
+
   template <int MR>
   void hr_cols(int c0, int pb) {
     R acc[MR][1];
@@ -93,32 +148,34 @@ struct Grads {
   }
 };
 
-template <class V, class C>
+template <class V, class C, class O>
 void run_grads_impl(const GradTask& task, int tid, int nthreads) {
-  Grads<V, C> g{task};
+  Grads<V, C, O> g{task};
   g.run(tid, nthreads);
 }
 
-// dx(m) = (sum_d dz_d(m) W_ih_d) * mask(m), my column blocks of I (any cell: dz rows are K = gates * c_ld wide).
-template <class V>
+// dx(m) = (sum_d dz_d(m) W_ih_d) * mask(m), my column blocks of I (any cell: dz rows are K = gates * c_ld wide),
+// with the operands of policy O (a converting policy converts each thread's MR rows of dz once).
+template <class V, class O>
 struct Dx {
   using T = typename V::T;
   using R = typename V::R;
+  using A = typename O::A;
   static constexpr int N = V::N;
   const DxTask& tk;
+  A* scratch;  // converting policy: [2][MR][row_elems(K)]
 
   template <int MR, int NBLK>
-  void rows(int m0, int ib) {
+  void rows(const A* const (&a)[2][MR], const float (&scales)[2][MR], int m0, int ib) {
     R acc[MR][NBLK];
     for (int r = 0; r < MR; ++r)
       for (int b = 0; b < NBLK; ++b) acc[r][b] = V::zero();
     for (int d = 0; d < tk.D; ++d) {
-      const T* a[MR];
-      for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.dz_rows[d][m0 + r]);
-      const T* w[NBLK];
+      const void* w[NBLK];
       for (int b = 0; b < NBLK; ++b)
-        w[b] = static_cast<const T*>(tk.w_ih_t[d]) + static_cast<std::int64_t>(ib + b) * tk.K * N;
-      tile<V, MR, NBLK, 1>(static_cast<int>(tk.K), a, w, acc);
+        w[b] = static_cast<const char*>(tk.w_ih_t[d]) +
+               static_cast<std::int64_t>(ib + b) * O::panel_bytes(static_cast<int>(tk.K), 1);
+      O::template accumulate<MR, NBLK, 1>(static_cast<int>(tk.K), a[d], scales[d], w, acc);
     }
     for (int b = 0; b < NBLK; ++b) {
       const int c0 = (ib + b) * N, count = tk.I - c0 < N ? tk.I - c0 : N;
@@ -134,9 +191,22 @@ struct Dx {
 
   template <int MR>
   void rows_all(int m0, int ib_begin, int ib_end) {
+    const A* a[2][MR];
+    float scales[2][MR];
+    for (int d = 0; d < tk.D; ++d)
+      for (int r = 0; r < MR; ++r) {
+        const T* src = static_cast<const T*>(tk.dz_rows[d][m0 + r]);
+        if constexpr (O::kConvert) {
+          A* dst = scratch + (d * MR + r) * O::row_elems(static_cast<int>(tk.K));
+          O::convert(src, static_cast<int>(tk.K), dst, &scales[d][r]);
+          a[d][r] = dst;
+        } else {
+          a[d][r] = src;
+        }
+      }
     int ib = ib_begin;
-    for (; ib + 4 <= ib_end; ib += 4) rows<MR, 4>(m0, ib);
-    for (; ib < ib_end; ++ib) rows<MR, 1>(m0, ib);
+    for (; ib + 4 <= ib_end; ib += 4) rows<MR, 4>(a, scales, m0, ib);
+    for (; ib < ib_end; ++ib) rows<MR, 1>(a, scales, m0, ib);
   }
 
   void run(int tid, int nthreads) {
@@ -146,8 +216,23 @@ struct Dx {
   }
 };
 
-template <class V>
-void run_dx_impl(const DxTask& task, int tid, int nthreads) {
-  Dx<V> dx{task};
+template <class V, class O>
+void run_dx_impl(const DxTask& task, int tid, int nthreads, void* scratch) {
+  Dx<V, O> dx{task, static_cast<typename O::A*>(scratch)};
   dx.run(tid, nthreads);
+}
+
+// The per-thread scratch of training (run_backward, run_grads, run_dx use it one after the other): the native
+// dz panel of the weight gradients, or a converting policy's operands.
+template <class V, class C, class O>
+std::size_t training_workspace_impl(int B, int widest_input, int hout, std::int64_t c_ld) {
+  (void)B;
+  constexpr int G4 = C::kGates * V::N;
+  const std::size_t chunk = GradTask::kRowChunk;
+  if (!O::kConvert) return chunk * G4 * sizeof(typename V::T);
+  const std::size_t K = static_cast<std::size_t>(C::kGates * c_ld), word = sizeof(typename O::A);
+  auto ld = [](int n) { return (static_cast<std::size_t>(n) + 15) / 16 * 16; };
+  const std::size_t grads = chunk / 2 * (G4 + ld(widest_input) + ld(hout)) * word;
+  const std::size_t rows = 2 * V::MR * static_cast<std::size_t>(O::row_elems(static_cast<int>(K))) * word;
+  return grads > rows ? grads : rows;
 }

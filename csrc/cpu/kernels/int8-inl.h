@@ -16,6 +16,7 @@ struct Int8Ops {
   using R = __m512;
   using A = std::uint32_t;  // four u8 activations
   static constexpr bool kConvert = true;
+  static constexpr bool kTrains = false;  // gives the weight gradients' operands too
 
   static inline std::int64_t row_elems(int K) { return ((K + 3) / 4 + 15) / 16 * 16; }
   static inline std::size_t panel_bytes(int K, int NG) {

@@ -1,5 +1,6 @@
-// Backpropagation through time of one layer and direction, written once over the vector traits V and the
-// cell C, compiled once per kernel family. Included INSIDE a family's namespace (kernels/family-inl.h).
+// Backpropagation through time of one layer and direction, written once over the vector traits V, the cell C
+// and the operand policy O of the recurrent product dh = dz W_hh (operands-inl.h), compiled once per kernel
+// family. Included INSIDE a family's namespace (kernels/family-inl.h).
 //
 // First h_t of every live row is recomputed from the saved gates and c (and projected); then, per step from
 // the last, each thread of the direction's group adds dy to dh on its columns, runs the cell's backward on
@@ -7,10 +8,11 @@
 // read another thread's columns. The weight and input gradients follow over the whole team (grads-inl.h).
 //   BackTask's arrays as family.h states; gates, c and h0/c0 are only read (backward may run again).
 
-template <class V, class C>
+template <class V, class C, class O>
 struct Backward {
   using T = typename V::T;
   using R = typename V::R;
+  using A = typename O::A;
   static constexpr int N = V::N;
   static constexpr int NG = C::kGates;
   static constexpr int G4 = NG * N;
@@ -19,8 +21,9 @@ struct Backward {
   int nb_begin, nb_end;  // my unit blocks
   int ob_begin, ob_end;  // my blocks of h's columns (Hout)
   int hout;
+  A* scratch;  // converting policy: MR rows of dz as operands
 
-  Backward(const BackTask& task, int tid, int n) : tk(task) {
+  Backward(const BackTask& task, int tid, int n, void* work) : tk(task), scratch(static_cast<A*>(work)) {
     hout = tk.P > 0 ? tk.P : tk.H;
     split_range((tk.H + N - 1) / N, tid, n, &nb_begin, &nb_end);
     split_range((hout + N - 1) / N, tid, n, &ob_begin, &ob_end);
@@ -118,12 +121,21 @@ struct Backward {
   // dh(r) = dz_t(r) W_hh on my columns: the gradient reaching h_{t-1}.
   template <int MR>
   void dh_rows(int t, int r0) {
-    const T* a[MR];
-    for (int r = 0; r < MR; ++r) a[r] = dz_row(t, r0 + r);
-    const std::int64_t K = NG * tk.c_ld;
+    const int K = static_cast<int>(NG * tk.c_ld);
+    const A* a[MR];
+    float scales[MR];
+    for (int r = 0; r < MR; ++r) {
+      if constexpr (O::kConvert) {
+        A* dst = scratch + r * O::row_elems(K);
+        O::convert(dz_row(t, r0 + r), K, dst, scales + r);
+        a[r] = dst;
+      } else {
+        a[r] = dz_row(t, r0 + r);
+      }
+    }
     T* dh = static_cast<T*>(tk.dh);
-    panel_products<V, MR>(static_cast<int>(K), a, static_cast<const T*>(tk.w_hh_t), K * N, ob_begin, ob_end,
-                          [&](int r, int ob, R v) { V::store(dh + (r0 + r) * tk.h_ld + ob * N, v); });
+    products<V, O, MR>(K, a, scales, tk.w_hh_t, O::panel_bytes(K, 1), ob_begin, ob_end,
+                       [&](int r, int ob, R v) { V::store(dh + (r0 + r) * tk.h_ld + ob * N, v); });
   }
 
   void run() {
@@ -144,8 +156,8 @@ struct Backward {
   }
 };
 
-template <class V, class C>
-void run_backward_impl(const BackTask& task, int tid, int nthreads) {
-  Backward<V, C> bw(task, tid, nthreads);
+template <class V, class C, class O>
+void run_backward_impl(const BackTask& task, int tid, int nthreads, void* scratch) {
+  Backward<V, C, O> bw(task, tid, nthreads, scratch);
   bw.run();
 }

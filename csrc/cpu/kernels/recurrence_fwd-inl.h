@@ -42,9 +42,9 @@ struct Direction {
   const A** rows;        // [chunk * B] operand rows of a chunk's inputs
   A* xq = nullptr;       // converting policy: [chunk * B][row_elems(I)] operands of x, scales xs
   float* xs = nullptr;
-  A* hq = nullptr;       // converting policy: [B][row_elems(hout)] operands of h_{t-1}, scales hs
+  A* hq = nullptr;  // converting policy: [B][row_elems(hout)] operands of h_{t-1}, scales hs
   float* hs = nullptr;
-  std::int64_t g_ld;     // chunk * B * G4: one block's slice of g
+  std::int64_t g_ld;  // chunk * B * G4: one block's slice of g
   int hout;
 
   Direction(const DirTask& task, int tid_, int n, void* ws) : tk(task), tid(tid_), nthreads(n) {

@@ -1,7 +1,9 @@
 """``python -m fastlstm bench``: times fastlstm against torch.nn.LSTM (oneDNN on and off), onnxruntime and
-the NumPy reference on this machine's CPU, side by side in one process.
+the NumPy reference on this machine's CPU, side by side in one process; and, in a second table, fastlstm's
+low precisions (bf16, int8) against fastlstm float32 and torch's and onnxruntime's own low precisions.
 
-Every baseline gets the same weights and inputs and must match fastlstm's outputs before it is timed. The
+Every baseline gets the same weights and inputs and must match fastlstm's outputs before it is timed (in the
+low-precision table every side's error against the float64 reference is measured and reported instead). The
 implementations alternate within each repetition, each starting once no thread pool spins, and the reported
 time is the median over repetitions. Baselines that cannot run are reported as skipped, with the reason.
 
@@ -23,21 +25,24 @@ import numpy as np
 
 import fastlstm
 
-from . import baselines, machine, report, timing
-from .cases import CASES, Case, flops, select, weight_bytes_per_step
+from . import baselines, lowp, lowp_report, machine, report, timing
+from .cases import CASES, LOWP_CASES, Case, LowpCase, flops, select, weight_bytes_per_step
 from .report import Extra
 
-__all__ = ["CASES", "Case", "Extra", "main", "parser", "run"]
+__all__ = ["CASES", "LOWP_CASES", "Case", "Extra", "LowpCase", "main", "parser", "run"]
 
 DESCRIPTION = __doc__.split("\n\n")[0].removeprefix("``python -m fastlstm bench``: ")
 
 
 def parser(prog: str = "python -m fastlstm bench") -> argparse.ArgumentParser:
     configs = "\n".join(f"  {c.name:<15} {c.shape()}" for c in CASES)
+    lowp_configs = "\n".join(f"  {c.name:<20} {c.shape()}" for c in LOWP_CASES)
     p = argparse.ArgumentParser(
         prog=prog, description=DESCRIPTION[0].upper() + DESCRIPTION[1:],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"configurations (float32, input size = H):\n{configs}\n\n"
+               f"low precision (against fastlstm float32 and the peers' low precision; errors against "
+               f"float64):\n{lowp_configs}\n\n"
                "baselines: pip install onnx onnxruntime matplotlib tqdm\n"
                "torch (CPU build): pip install torch --index-url https://download.pytorch.org/whl/cpu\n"
                "Keep the machine otherwise idle while it runs.")
@@ -134,6 +139,8 @@ def run(args: argparse.Namespace, extra: Extra | None = None) -> dict:
     finishes), measures the machine again, and returns the results (rows with bounds and extra's scores)."""
     extra = extra or Extra()
     cases = select(args.only)
+    lowp_cases = [c for c in cases if isinstance(c, LowpCase)]
+    cases = [c for c in cases if not isinstance(c, LowpCase)]
     reps = args.reps or (3 if args.quick else 7)
     warmup = 1 if args.quick else 2
     t_start = time.perf_counter()
@@ -142,21 +149,36 @@ def run(args: argparse.Namespace, extra: Extra | None = None) -> dict:
     info = machine.machine_info(args.threads)
     peak = machine.measure_fma_peak(args.threads)
     gf_start = peak["fma_loop_gflops"]
-    forecast = machine.probe_seconds(cases, args.threads) + baselines.forecast(cases, gf_start, reps, warmup)
+    forecast = (machine.probe_seconds(cases, args.threads) + baselines.forecast(cases, gf_start, reps, warmup)
+                + sum(lowp.expected_seconds(c, gf_start, reps, warmup) for c in lowp_cases))
+    total = len(cases) + len(lowp_cases)
     print(f"fastlstm {fastlstm.__version__} bench: {info['model_name']}, {info['cores']} cores, "
           f"{args.threads} threads, kernels {info['backends']['cpu']['isa']}", flush=True)
-    print(f"{len(cases)} configuration{'s' * (len(cases) > 1)} x {reps} repetitions, about "
+    print(f"{total} configuration{'s' * (total > 1)} x {reps} repetitions, about "
           f"{report.fmt_seconds(forecast)} (an estimate; keep the machine otherwise idle)", flush=True)
     print()
-    report.write(report.header(report.COLUMNS + [("progress", 14, None)]))
+    if cases:
+        report.write(report.header(report.COLUMNS + [("progress", 14, None)]))
 
-    rows = []
+    def progress(i):
+        return f"{i + 1}/{total}, {report.fmt_seconds(time.perf_counter() - t_start)}"
+
+    rows, lowp_rows = [], []
     for i, case in enumerate(cases):
-        row = run_case(case, args.threads, reps, warmup, f"[{i + 1}/{len(cases)}] {case.name}")
+        row = run_case(case, args.threads, reps, warmup, f"[{i + 1}/{total}] {case.name}")
         machine.sample_probes(case, args.threads)
         rows.append(row)
-        done = f"{i + 1}/{len(cases)}, {report.fmt_seconds(time.perf_counter() - t_start)}"
+        done = progress(i)
         report.write(report.row_line(row, report.COLUMNS + [("progress", 14, lambda r, d=done: d)]))
+    if lowp_cases:
+        report.write(("\n" if cases else "") + report.header(lowp_report.COLUMNS + [("progress", 14, None)]))
+    for i, case in enumerate(lowp_cases, start=len(cases)):
+        row = lowp.run_case(case, args.threads, reps, warmup, f"[{i + 1}/{total}] {case.name}")
+        lowp_rows.append(row)
+        done = progress(i)
+        column = ("progress", 14, lambda r, s, d=done: d if s == r["ours"] else "")
+        for line in lowp_report.row_lines(row, lowp_report.COLUMNS + [column], f"  ({done})"):
+            report.write(line)
     # a busy moment at the start would understate the limits: measure again, keep the better
     again = machine.measure_fma_peak(args.threads)
     machine.remeasure_probes()
@@ -167,6 +189,8 @@ def run(args: argparse.Namespace, extra: Extra | None = None) -> dict:
         add_bounds(row, case, peak, args.threads)
         if "error" not in row:
             extra.score(row)
+    for row in lowp_rows:
+        extra.score(row)
     cuda = info["backends"].get("cuda")
     return {"machine": info, "peak": peak,
             "args": {**{k: str(v) for k, v in vars(args).items()}, "reps": reps},
@@ -177,7 +201,12 @@ def run(args: argparse.Namespace, extra: Extra | None = None) -> dict:
                       "idle (after_idle_ms); the step row's call is one step",
             "gpu": "not yet implemented" if cuda and cuda.get("devices")
                    else "no CUDA device" if cuda else "fastlstm built without CUDA",
-            "estimated_s": forecast, "elapsed_s": time.perf_counter() - t_start, "rows": rows}
+            "estimated_s": forecast, "elapsed_s": time.perf_counter() - t_start, "rows": rows,
+            "low_precision_rows": lowp_rows,
+            "low_precision": "each side's error: max abs and RMS of its outputs (y; dx for training; h of each "
+                             f"of {baselines.STEP_CHECK} steps for the step row) minus the float64 reference's "
+                             "(fastlstm.reference) on the same weights and inputs; ratio: the side's time / "
+                             "fastlstm's time in the row's precision"}
 
 
 def main(argv: list[str] | None = None, extra: Extra | None = None, prog: str | None = None) -> int:
@@ -201,7 +230,8 @@ def main(argv: list[str] | None = None, extra: Extra | None = None, prog: str | 
     info = results["machine"]
     title = f"fastlstm vs baselines: {info['model_name']}, {args.threads} threads"
     results["plot"] = ("skipped: --no-plot" if args.no_plot
-                       else report.plot(results["rows"], out / "ratios.png", title, extra))
+                       else report.plot(results["rows"], out / "ratios.png", title, extra,
+                                        results["low_precision_rows"]))
     extra.finish(results)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
 

@@ -1,4 +1,6 @@
-"""The configurations the benchmark times: shapes, and the work each call does (FLOPs, weight bytes)."""
+"""The configurations the benchmark times: shapes, and the work each call does (FLOPs, weight bytes). Two
+tables: CASES in float32 (input size = H) and LOWP_CASES in a low precision (bf16, int8), each side of which
+is also measured for its error against the float64 reference."""
 
 from __future__ import annotations
 
@@ -49,16 +51,49 @@ CASES = [
 ]
 
 
-def select(only: str | None) -> list[Case]:
-    """The cases named in a comma-separated list (all for None); ValueError names any unknown one."""
+
+@dataclass(frozen=True)
+class LowpCase:
+    """One configuration of the low-precision table: T steps, batch B, input size I, hidden size H, one
+    layer, in `precision` ("bf16" or "int8"; fastlstm.LSTM's precision argument)."""
+
+    name: str
+    precision: str
+    T: int
+    B: int
+    I: int
+    H: int
+    kind: str = "infer"  # "infer", "train" or "step": a key of KINDS
+
+    def shape(self) -> str:
+        """The configuration in words, e.g. "T=100 B=16 I=256 H=512: int8 inference over the whole sequence"."""
+        kind = "one step per call, from Python" if self.kind == "step" else KINDS[self.kind].split(" (")[0]
+        return f"{'T=1' if self.kind == 'step' else f'T={self.T}'} B={self.B} I={self.I} H={self.H}: " \
+               f"{self.precision} {kind}"
+
+
+LOWP_CASES = [
+    LowpCase("bf16-b16-h512", "bf16", 100, 16, 256, 512),
+    LowpCase("bf16-b64-h512", "bf16", 100, 64, 512, 512),
+    LowpCase("bf16-train-b16-h256", "bf16", 100, 16, 256, 256, kind="train"),
+    LowpCase("int8-b16-h512", "int8", 100, 16, 256, 512),
+    LowpCase("int8-b1-h512", "int8", 100, 1, 512, 512),
+    LowpCase("int8-step-b1-h256", "int8", 1, 1, 256, 256, kind="step"),
+]
+
+
+def select(only: str | None) -> list[Case | LowpCase]:
+    """The cases named in a comma-separated list, float32 ones first (all of both tables for None);
+    ValueError names any unknown one."""
+    everything = [*CASES, *LOWP_CASES]
     if not only:
-        return list(CASES)
+        return everything
     names = [n.strip() for n in only.split(",") if n.strip()]
-    known = [c.name for c in CASES]
+    known = [c.name for c in everything]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise ValueError(f"unknown configuration(s) {unknown}; expected some of {known}")
-    return [c for c in CASES if c.name in names]
+    return [c for c in everything if c.name in names]
 
 
 def flops(case: Case, lengths_sum: int | None = None) -> float:

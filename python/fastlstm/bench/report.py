@@ -16,10 +16,13 @@ SHORT = {"torch": "torch", "onnxruntime": "onnxrt", "reference": "ref"}
 
 
 class Extra:
-    """What a caller adds to the final table, its notes and results.json; this base adds nothing.
-    (The source repository's benchmarks/run.py scores the rows against the project's targets this way.)"""
+    """What a caller adds to the final tables, their notes and results.json; this base adds nothing.
+    (The source repository's benchmarks/run.py scores the rows against the project's targets this way.)
+    score, notes and plot_mark get the rows of both tables: a low-precision row has "table": "low precision"
+    and "sides" (fastlstm's low precision, fastlstm float32, the peers) where a float32 row has "baselines"."""
 
-    columns: tuple = ()  # (header, width, fn(row) -> str), after the final table's own columns
+    columns: tuple = ()  # (header, width, fn(row) -> str), after the final float32 table's own columns
+    side_columns: tuple = ()  # (header, width, fn(row, side) -> str): the same for the low-precision table
     marks_label = "mark"  # the plot's legend entry for plot_mark()
 
     def score(self, row: dict) -> None:
@@ -32,7 +35,7 @@ class Extra:
         return []
 
     def plot_mark(self, row: dict, baseline: str) -> float | None:
-        """A ratio to mark on the row's bar of this baseline, or None."""
+        """A ratio to mark on the row's bar of this baseline (or low-precision side), or None."""
         return None
 
     def finish(self, results: dict) -> None:
@@ -124,46 +127,68 @@ def notes(row: dict, extra: Extra) -> list[str]:
 
 
 def legend(results: dict, extra: Extra) -> list[str]:
+    from . import lowp_report
+
     reps = results["args"]["reps"]
     gf = results["peak"].get("fma_loop_gflops")
-    lines = [
-        f"times       per call, median of {reps} repetitions (step-b1-h256: one step from Python)",
-        "vs X        X's time / fastlstm's time: above 1, fastlstm is faster (MISMATCH: outputs differ)",
-        "torch       torch.nn.LSTM, the faster of oneDNN on and off (LSTMCell for step-b1-h256, a packed "
-        "sequence for lengths)",
-        "NumPy ref   fastlstm.reference, the same math in NumPy",
-        "GFLOP/s     fastlstm's FLOPs per second (training: 3x the forward's)",
-    ]
-    if gf:
-        lines += ["% of bound  the least time this machine's measured limits allow / fastlstm's time "
-                  "(100%: at the limit)",
-                  f"            the limits: an FMA loop's {gf:.0f} GFLOP/s; at B = 1 the cache bandwidth "
-                  "(see the notes)"]
-    return lines + extra.legend()
+    lowp = results.get("low_precision_rows")
+    lines = [f"times       per call, median of {reps} repetitions (the step rows: one step from Python)"]
+    if results["rows"] or not lowp:
+        lines += [
+            "vs X        X's time / fastlstm's time: above 1, fastlstm is faster (MISMATCH: outputs differ)",
+            "torch       torch.nn.LSTM, the faster of oneDNN on and off (LSTMCell for step-b1-h256, a packed "
+            "sequence for lengths)",
+            "NumPy ref   fastlstm.reference, the same math in NumPy",
+            "GFLOP/s     fastlstm's FLOPs per second (training: 3x the forward's)",
+        ]
+        if gf:
+            lines += ["% of bound  the least time this machine's measured limits allow / fastlstm's time "
+                      "(100%: at the limit)",
+                      f"            the limits: an FMA loop's {gf:.0f} GFLOP/s; at B = 1 the cache bandwidth "
+                      "(see the notes)"]
+    return lines + (lowp_report.LEGEND if lowp else []) + extra.legend()
 
 
 def table(results: dict, extra: Extra | None = None) -> str:
-    """The final table: every row, with the columns that need the run's final measurements, then the notes
-    and the legend."""
+    """The final tables: every float32 row, with the columns that need the run's final measurements, then
+    its notes; the low-precision rows and their notes; the legend."""
+    from . import lowp_report
+
     extra = extra or Extra()
-    columns = FINAL_COLUMNS + list(extra.columns)
-    head = header(columns)
-    lines = [head, "-" * len(head)] + [row_line(r, columns) for r in results["rows"]]
-    all_notes = [n for r in results["rows"] for n in notes(r, extra)]
-    return "\n".join(lines + ([""] + all_notes if all_notes else []) + [""] + legend(results, extra))
+    lines, lowp = [], results.get("low_precision_rows", [])
+    if results["rows"] or not lowp:
+        columns = FINAL_COLUMNS + list(extra.columns)
+        head = header(columns)
+        lines = [head, "-" * len(head)] + [row_line(r, columns) for r in results["rows"]]
+        all_notes = [n for r in results["rows"] for n in notes(r, extra)]
+        lines += [""] + all_notes if all_notes else []
+    if lowp:
+        lines += ([""] if lines else []) + lowp_report.table(lowp, extra)
+    return "\n".join(lines + [""] + legend(results, extra))
 
 
-def plot(rows: list[dict], path: Path, title: str, extra: Extra | None = None) -> str:
-    """ratios.png: per row a bar per baseline, its time over fastlstm's (log scale); the path, or why not."""
+def plot(rows: list[dict], path: Path, title: str, extra: Extra | None = None, lowp_rows: list[dict] = ()) -> str:
+    """ratios.png: per row a bar per baseline, its time over fastlstm's (log scale), and a second panel of
+    the low-precision rows; the path, or why not."""
     mpl = optional("matplotlib")
     if mpl is None:
         return "skipped: matplotlib is not installed (pip install matplotlib)"
+    from . import lowp_report
+
     extra = extra or Extra()
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if "error" not in r]
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(rows) + 2), 4.5))
+    lowp = list(lowp_rows)
+    widths = [max(6.0, 1.2 * len(rows) + 2)] * bool(rows or not lowp) + [max(6.0, 1.2 * len(lowp) + 2)] * bool(lowp)
+    fig, axes = plt.subplots(len(widths), 1, figsize=(max(widths), 4.5 * len(widths)), squeeze=False)
+    if lowp:  # the second panel, below the float32 one
+        lowp_report.plot_panel(axes[-1][0], lowp, extra)
+        if len(widths) == 1:
+            fig.suptitle(title, fontsize="small")
+            return _save(fig, plt, path)
+    ax = axes[0][0]
     width = 0.8 / len(BASELINES)
     for j, (name, label) in enumerate(BASELINES.items()):
         xs = [i + (j - (len(BASELINES) - 1) / 2) * width for i in range(len(rows))]
@@ -181,8 +206,12 @@ def plot(rows: list[dict], path: Path, title: str, extra: Extra | None = None) -
     ax.set_yscale("log")
     ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=30, ha="right")
     ax.set_ylabel("baseline's time / fastlstm's time\n(above 1: fastlstm is faster)")
-    ax.set_title(title, fontsize="small")
     ax.legend(fontsize="small")
+    fig.suptitle(title, fontsize="small")
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -158,6 +158,21 @@ inline void switch_context(Context& from, Context& to, bool sync, bool last = fa
 #endif
 }
 
+// After a failed launch: the block's scheduler takes over everything an abandoned fiber did (it never exits,
+// so it never publishes its work), so that freeing the launch's memory is not reported as a race. TSan's
+// switch with sync is a happens-before edge each way; no stack is switched.
+inline void absorb_fiber(Context& self, Context& fiber) {
+#if defined(FASTLSTM_EMU_TSAN)
+  if (fiber.owns_tsan) {
+    __tsan_switch_to_fiber(fiber.tsan, 0);
+    __tsan_switch_to_fiber(self.tsan, 0);
+  }
+#else
+  (void)self;
+  (void)fiber;
+#endif
+}
+
 // The first thing a fiber runs (AddressSanitizer: completes the switch that started it).
 inline void fiber_started() {
 #if defined(FASTLSTM_EMU_ASAN)

@@ -358,8 +358,12 @@ inline void run_block(Launch& L, Block& b) {
         die("a fiber switched back without saying why");
     }
   }
-  hb_acquire(b.hb_done);
-  for (auto& t : b.threads) t->ctx.release();  // abandoned fibers of a failed launch too (no unwinding)
+  // No hb_acquire(b.hb_done) here: a scheduler that took its fibers' clocks would pass them through the turn's
+  // mutex to the next block and hide races between blocks. The launch thread acquires it after the join.
+  for (auto& t : b.threads) {  // abandoned fibers of a failed launch too (never resumed, never unwound)
+    if (t->started && t->wait.load(std::memory_order_relaxed) != Wait::exited) absorb_fiber(b.sched, t->ctx);
+    t->ctx.release();
+  }
   std::lock_guard<std::mutex> lk(L.m);
   L.state[b.linear] = BlockState::finished;
   if (!L.aborted) pass_turn_locked(L, b.linear);

@@ -35,6 +35,11 @@ LIBRARY_SOURCES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "cuda").glob(
 LIBRARY_ARCHS = ["80", "90"]
 SELFTEST_SOURCE = "cuda/testing/sass/selftest.cu"
 SELFTEST_ARCHS = ["80", "90a"]
+# Must show local memory (compiled without the local-memory warning): the LDL / STL assert's own self-test.
+LOCAL_SELFTEST_SOURCE = "cuda/testing/sass/local_memory.cu"
+# tools/gpu_check.sh's GPU programs: compiled here too (warnings as errors), so the one-shot GPU run never
+# meets a compile error. Not budgeted (test kernels).
+GPU_TOOL_SOURCES = [("cuda/testing/probe/probe.cpp", ["-x", "cu"]), ("cuda/testing/gpu/gpu_cell.cu", [])]
 
 # Shared memory per block (static + dynamic, opt-in maximum) and registers per SM, per architecture.
 SMEM_LIMIT = {"80": 163 * 1024, "90": 227 * 1024, "90a": 227 * 1024}
@@ -91,13 +96,23 @@ def gencodes(archs: list[str]) -> list[str]:
     return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
 
 
-def compile_one(src: str, archs: list[str], out: Path) -> tuple[str, int, str]:
+@dataclass
+class Job:
+    src: str
+    archs: list[str]
+    out: Path
+    library: bool = False  # kernels need a budget and may not use local memory
+    extra: list[str] = field(default_factory=list)
+    ptxas: str = "-v,-warn-spills,-warn-lmem-usage,-Werror"
+
+
+def compile_one(job: Job) -> tuple[Job, int, str]:
     cmd = [
-        "nvcc", "-std=c++20", "-c", "-Icuda", "-Icuda/include", *gencodes(archs),
-        "-Werror", "all-warnings", "-Xptxas", "-v,-warn-spills,-warn-lmem-usage,-Werror", "-o", str(out), src,
+        "nvcc", "-std=c++20", "-c", "-Icuda", "-Icuda/include", "-Icuda/testing", *gencodes(job.archs),
+        "-Werror", "all-warnings", "-Xptxas", job.ptxas, *job.extra, "-o", str(job.out), job.src,
     ]  # fmt: skip
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    return src, p.returncode, p.stdout + p.stderr
+    return job, p.returncode, p.stdout + p.stderr
 
 
 PTXAS_ENTRY = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\w+)'")
@@ -156,22 +171,27 @@ def main() -> int:
     notes: list[str] = []
 
     # 1. Compile, warnings and spills as errors.
-    jobs = [(s, LIBRARY_ARCHS, work / (Path(s).stem + ".o"), True) for s in LIBRARY_SOURCES]
-    jobs.append((SELFTEST_SOURCE, SELFTEST_ARCHS, work / "selftest.o", False))
+    jobs = [Job(s, LIBRARY_ARCHS, work / (Path(s).stem + ".o"), library=True) for s in LIBRARY_SOURCES]
+    jobs.append(Job(SELFTEST_SOURCE, SELFTEST_ARCHS, work / "selftest.o"))
+    jobs.append(Job(LOCAL_SELFTEST_SOURCE, ["80"], work / "local_memory.o", ptxas="-v"))
+    jobs += [Job(s, ["90"], work / (Path(s).stem + "_tool.o"), extra=x) for s, x in GPU_TOOL_SOURCES]
     kernels: list[tuple[Kernel, bool]] = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {pool.submit(compile_one, s, a, o): lib for s, a, o, lib in jobs}
-        for fut in concurrent.futures.as_completed(futures):
-            src, rc, log = fut.result()
+        for job, rc, log in pool.map(compile_one, jobs):
             if rc != 0:
-                failures.append(f"{src}: nvcc failed (warnings and spills are errors)\n{log}")
-            kernels += [(k, futures[fut]) for k in parse_ptxas(log)]
-    print(f"compiled {len(jobs)} sources (library: sm_{', sm_'.join(LIBRARY_ARCHS)}; self-test: "
-          f"sm_{', sm_'.join(SELFTEST_ARCHS)}) with -Werror all-warnings, ptxas -warn-spills -warn-lmem-usage -Werror")
+                failures.append(f"{job.src}: nvcc failed (warnings and spills are errors)\n{log}")
+            kernels += [(k, job.library) for k in parse_ptxas(log) if "local_memory_selftest" not in k.name]
+    print(f"compiled {len(jobs)} sources with -Werror all-warnings, ptxas -warn-spills -warn-lmem-usage -Werror: "
+          f"the library for sm_{', sm_'.join(LIBRARY_ARCHS)}, "
+          f"the SASS self-test for sm_{', sm_'.join(SELFTEST_ARCHS)}, "
+          "the GPU check's programs for sm_90")
 
     # 2. Resources against the plans' budgets.
     names = demangle(sorted({k.name for k, _ in kernels}))
-    print(f"\n{'kernel':<64} {'arch':>5} {'regs':>5} {'threads':>7} {'regs*thr':>8} {'smem':>7} {'dyn':>7} "
+    def short(name: str) -> str:
+        return names[name].replace("fastlstm::cuda::", "").replace("unsigned ", "u")[:70]
+
+    print(f"\n{'kernel':<70} {'arch':>5} {'regs':>5} {'threads':>7} {'regs*thr':>8} {'smem':>7} {'dyn':>7} "
           f"{'stack':>5} {'spill':>5}")
     for k, lib in sorted(kernels, key=lambda x: (names[x[0].name], x[0].arch)):
         budget = next((b for b in budgets if b["kernel"] in k.name), None)
@@ -179,7 +199,7 @@ def main() -> int:
             failures.append(f"{names[k.name]}: no budget (add its plan to cuda/testing/budgets.cpp)")
         threads = budget["threads"] if budget else 32
         dyn = budget["dynamic_smem"] if budget else 0
-        print(f"{names[k.name][:64]:<64} {k.arch:>5} {k.registers:>5} {threads:>7} {k.registers * threads:>8} "
+        print(f"{short(k.name):<70} {k.arch:>5} {k.registers:>5} {threads:>7} {k.registers * threads:>8} "
               f"{k.smem:>7} {dyn:>7} {k.stack:>5} {k.spill_stores + k.spill_loads:>5}")
         if k.registers * threads > REGS_PER_SM:
             failures.append(f"{names[k.name]} sm_{k.arch}: {k.registers} registers x {threads} threads > 64 K")
@@ -187,7 +207,9 @@ def main() -> int:
             failures.append(f"{names[k.name]} sm_{k.arch}: {k.smem} + {dyn} bytes of shared memory > "
                             f"{SMEM_LIMIT[k.arch]} (the sm_{k.arch} limit per block)")
         if k.spill_stores or k.spill_loads:
-            failures.append(f"{names[k.name]} sm_{k.arch}: spills ({k.spill_stores} B stored, {k.spill_loads} B loaded)")
+            failures.append(
+                f"{names[k.name]} sm_{k.arch}: spills ({k.spill_stores} B stored, {k.spill_loads} B loaded)"
+            )
 
     # 3. SASS.
     cuobjdump = find_cuobjdump(args.cuobjdump)
@@ -195,13 +217,12 @@ def main() -> int:
         failures.append("cuobjdump not found (pip install nvidia-cuda-cuobjdump): the SASS asserts cannot run")
     else:
         sass: dict[tuple[str, str], list[str]] = {}
-        for _, _, obj, lib in jobs:
-            if obj.exists():
-                p = subprocess.run([cuobjdump, "-sass", str(obj)], capture_output=True, text=True)
+        for job in jobs:
+            if job.out.exists():
+                p = subprocess.run([cuobjdump, "-sass", str(job.out)], capture_output=True, text=True)
                 if p.returncode != 0:
-                    failures.append(f"cuobjdump -sass {obj.name} failed: {p.stderr.strip()}")
-                for key, lines in parse_sass(p.stdout).items():
-                    sass[key] = lines
+                    failures.append(f"cuobjdump -sass {job.out.name} failed: {p.stderr.strip()}")
+                sass.update(parse_sass(p.stdout))
         lib_names = {k.name for k, lib in kernels if lib}
         for (func, arch), lines in sorted(sass.items()):
             if func not in lib_names:
@@ -216,6 +237,9 @@ def main() -> int:
             for f, a in hits:
                 if not any(re.search(ipat, ln) for ln in sass[(f, a)]):
                     failures.append(f"{names.get(f, f)} sm_{a}: {why} (no {ipat} in its SASS)")
+        local_self = [ln for (f, _), lines in sass.items() if "local_memory_selftest" in f for ln in lines]
+        if not any(re.search(r"\b(LDL|STL)\b", ln) for ln in local_self):
+            failures.append("local-memory self-test: no LDL / STL found, so the local-memory assert would be blind")
         self_keys = [(f, a) for (f, a) in sass if "tensor_core_selftest" in f]
         if sorted(a for _, a in self_keys) != sorted(SELFTEST_ARCHS):
             failures.append(f"self-test kernel SASS missing for some of sm_{SELFTEST_ARCHS}: found {self_keys}")
@@ -223,8 +247,9 @@ def main() -> int:
             for ipat, what in SELFTEST_RULES:
                 if not any(re.search(ipat, ln) for ln in sass[(f, a)]):
                     failures.append(f"self-test sm_{a}: no {ipat} ({what}): the SASS asserts would be blind")
-        print(f"\nSASS ({Path(cuobjdump).name}): {len(sass)} functions; no LDL/STL in the library's kernels; "
-              f"self-test shows {', '.join(w for _, w in SELFTEST_RULES)} on sm_{' and sm_'.join(SELFTEST_ARCHS)}")
+        print(f"\nSASS ({Path(cuobjdump).name}): {len(sass)} functions; no LDL/STL in the library's kernels "
+              "(the local-memory self-test shows them); the self-test shows "
+              f"{', '.join(w for _, w in SELFTEST_RULES)} on sm_{' and sm_'.join(SELFTEST_ARCHS)}")
     for n in notes:
         print(f"note: {n}")
     if failures:

@@ -78,9 +78,12 @@ def main() -> int:
             rows += fn(args)
         except Exception as e:  # one failing row family must not lose the others
             rows.append({"row": fn.__name__, "error": repr(e)})
-    gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.mem", "--format=csv,noheader"],
-                         capture_output=True, text=True)  # fmt: skip
-    doc = {"host": platform.node(), "gpu": gpu.stdout.strip(), "python": sys.version.split()[0], "rows": rows}
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.mem", "--format=csv,noheader"]
+    try:
+        gpu = subprocess.run(query, capture_output=True, text=True).stdout.strip()
+    except OSError as e:
+        gpu = repr(e)
+    doc = {"host": platform.node(), "gpu": gpu, "python": sys.version.split()[0], "rows": rows}
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)
     for r in rows:

@@ -165,6 +165,7 @@ if [ "$tools_ok" -eq 0 ]; then
   stage bench 90 "$out/logs/bench.log" "$python" "$root/tools/gpu_bench.py" --driver "$work/gpu_cell" \
     --out "$out/bench.json"
   grep -E 'us .* GB/s' "$out/logs/bench.log" | sed 's/^/  /' >> "$summary"
+  [ -f "$out/bench.json" ] || echo '{"rows": [], "error": "see logs/bench.log"}' > "$out/bench.json"
 else
   note "bench: skipped: the GPU tools did not build"
   echo '{"rows": [], "skipped": "the GPU tools did not build"}' > "$out/bench.json"

@@ -10,10 +10,10 @@ namespace fastlstm::cuda::detail {
 
 // The limits a plan depends on (cudaDeviceGetAttribute names in comments).
 struct DeviceLimits {
-  int sm_count = 0;                     // cudaDevAttrMultiProcessorCount
-  int max_threads_per_sm = 0;           // cudaDevAttrMaxThreadsPerMultiProcessor
-  std::size_t max_smem_per_block = 0;   // cudaDevAttrMaxSharedMemoryPerBlockOptin
-  int regs_per_sm = 0;                  // cudaDevAttrMaxRegistersPerMultiprocessor
+  int sm_count = 0;                    // cudaDevAttrMultiProcessorCount
+  int max_threads_per_sm = 0;          // cudaDevAttrMaxThreadsPerMultiProcessor
+  std::size_t max_smem_per_block = 0;  // cudaDevAttrMaxSharedMemoryPerBlockOptin
+  int regs_per_sm = 0;                 // cudaDevAttrMaxRegistersPerMultiprocessor
 };
 
 // Reference devices for tests and the static budget check (the CUDA Programming Guide's per-architecture

@@ -225,8 +225,7 @@ T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize,
 template <class T>
 T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize,
                   std::source_location loc = std::source_location::current()) {
-  return fastlstm::emu::detail::shfl("__shfl_xor_sync", fastlstm::emu::detail::kBfly, mask, var, lane_mask, width,
-                                     loc);
+  return fastlstm::emu::detail::shfl("__shfl_xor_sync", fastlstm::emu::detail::kBfly, mask, var, lane_mask, width, loc);
 }
 
 inline unsigned __ballot_sync(unsigned mask, int pred, std::source_location loc = std::source_location::current()) {
@@ -248,12 +247,12 @@ inline unsigned __reduce_max_sync(unsigned mask, unsigned v, std::source_locatio
   return fastlstm::emu::detail::vote("__reduce_max_sync", fastlstm::emu::detail::kMax, mask, v, l);
 }
 inline int __reduce_min_sync(unsigned mask, int v, std::source_location l = std::source_location::current()) {
-  return static_cast<int>(
-      fastlstm::emu::detail::vote("__reduce_min_sync", fastlstm::emu::detail::kMinS, mask, static_cast<unsigned>(v), l));
+  return static_cast<int>(fastlstm::emu::detail::vote("__reduce_min_sync", fastlstm::emu::detail::kMinS, mask,
+                                                      static_cast<unsigned>(v), l));
 }
 inline int __reduce_max_sync(unsigned mask, int v, std::source_location l = std::source_location::current()) {
-  return static_cast<int>(
-      fastlstm::emu::detail::vote("__reduce_max_sync", fastlstm::emu::detail::kMaxS, mask, static_cast<unsigned>(v), l));
+  return static_cast<int>(fastlstm::emu::detail::vote("__reduce_max_sync", fastlstm::emu::detail::kMaxS, mask,
+                                                      static_cast<unsigned>(v), l));
 }
 inline unsigned __reduce_and_sync(unsigned mask, unsigned v, std::source_location l = std::source_location::current()) {
   return fastlstm::emu::detail::vote("__reduce_and_sync", fastlstm::emu::detail::kAnd, mask, v, l);
@@ -297,7 +296,8 @@ T atomicExch(T* p, std::type_identity_t<T> v, std::source_location loc = std::so
   return fastlstm::emu::detail::atomic_at(p, loc).exchange(v, std::memory_order_relaxed);
 }
 template <class T>
-T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v, std::source_location loc = std::source_location::current()) {
+T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v,
+            std::source_location loc = std::source_location::current()) {
   fastlstm::emu::detail::atomic_at(p, loc).compare_exchange_strong(compare, v, std::memory_order_relaxed);
   return compare;  // the old value either way
 }

@@ -103,8 +103,8 @@ struct Context {
   void make_fiber(void (*entry)(unsigned, unsigned), void* arg, const char* name) {
     const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
     map_bytes = fiber_stack_bytes() + page;
-    map = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-               -1, 0);
+    map = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1,
+               0);
     if (map == MAP_FAILED) die("mmap of a fiber stack failed (lower FASTLSTM_EMU_STACK_KB or the block size)");
     if (mprotect(map, page, PROT_NONE) != 0) die("mprotect of a fiber guard page failed");
     stack_bottom = static_cast<char*>(map) + page;

@@ -38,7 +38,8 @@ inline void resolve_mma(Thread* const* lanes, unsigned /*mask*/, unsigned aux, s
     const unsigned g = lane >> 2, t = lane & 3u;
     std::uint32_t a[4], b[2];
     for (int i = 0; i < 4; ++i) a[i] = static_cast<std::uint32_t>(lanes[lane]->in[i].load(std::memory_order_relaxed));
-    for (int i = 0; i < 2; ++i) b[i] = static_cast<std::uint32_t>(lanes[lane]->in[4 + i].load(std::memory_order_relaxed));
+    for (int i = 0; i < 2; ++i)
+      b[i] = static_cast<std::uint32_t>(lanes[lane]->in[4 + i].load(std::memory_order_relaxed));
     if (kind == kTf32K8) {  // a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4); b0 (t, g), b1 (t+4, g)
       A[g][t] = mma_operand(a[0], 0, kind);
       A[g + 8][t] = mma_operand(a[1], 0, kind);
@@ -158,13 +159,16 @@ inline void mma_m16n8k8_tf32(float (&d)[4], const std::uint32_t (&a)[4], const s
   emu_detail::mma("mma.m16n8k8.tf32", emu_detail::kTf32K8, d, a, b, c, loc);
 }
 
-inline void ldmatrix_x1(std::uint32_t (&r)[1], const void* row, std::source_location l = std::source_location::current()) {
+inline void ldmatrix_x1(std::uint32_t (&r)[1], const void* row,
+                        std::source_location l = std::source_location::current()) {
   emu_detail::ldmatrix("ldmatrix.x1", r, row, false, l);
 }
-inline void ldmatrix_x2(std::uint32_t (&r)[2], const void* row, std::source_location l = std::source_location::current()) {
+inline void ldmatrix_x2(std::uint32_t (&r)[2], const void* row,
+                        std::source_location l = std::source_location::current()) {
   emu_detail::ldmatrix("ldmatrix.x2", r, row, false, l);
 }
-inline void ldmatrix_x4(std::uint32_t (&r)[4], const void* row, std::source_location l = std::source_location::current()) {
+inline void ldmatrix_x4(std::uint32_t (&r)[4], const void* row,
+                        std::source_location l = std::source_location::current()) {
   emu_detail::ldmatrix("ldmatrix.x4", r, row, false, l);
 }
 inline void ldmatrix_x2_trans(std::uint32_t (&r)[2], const void* row,
@@ -206,9 +210,10 @@ inline void grid_sync(std::source_location loc = std::source_location::current()
   namespace d = fastlstm::emu::detail;
   d::Launch& L = *d::current().block->launch;
   if (!L.cfg.cooperative) {
-    d::fault("prim::grid_sync() in a launch that is not cooperative (launch it with cudaLaunchCooperativeKernel; "
-             "on hardware this hangs or faults)",
-             loc);
+    d::fault(
+        "prim::grid_sync() in a launch that is not cooperative (launch it with cudaLaunchCooperativeKernel; "
+        "on hardware this hangs or faults)",
+        loc);
   }
   d::hb_release(L.hb_grid);
   d::block_on(d::Wait::grid, "prim::grid_sync", loc);
@@ -245,7 +250,8 @@ T* map_shared_rank(T* p, unsigned rank, std::source_location loc = std::source_l
   d::fault("prim::map_shared_rank: no such block", loc);
 }
 
-inline std::uint32_t ld_acquire_gpu(const std::uint32_t* p, std::source_location loc = std::source_location::current()) {
+inline std::uint32_t ld_acquire_gpu(const std::uint32_t* p,
+                                    std::source_location loc = std::source_location::current()) {
   fastlstm::emu::detail::yield_point("prim::ld_acquire_gpu", loc);  // a spin on it lets the writer run
   return std::atomic_ref<std::uint32_t>(*const_cast<std::uint32_t*>(p)).load(std::memory_order_acquire);
 }

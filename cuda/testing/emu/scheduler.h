@@ -100,7 +100,8 @@ inline std::string describe_block(const Block& b) {
 inline std::string launch_text(const Launch& L) {
   return "kernel launched at " + std::string(L.cfg.where.file_name()) + ":" + std::to_string(L.cfg.where.line()) +
          " grid " + dim_text(L.cfg.grid) + " block " + dim_text(L.cfg.block) +
-         (L.cfg.cooperative ? " cooperative" : "") + (L.cluster_blocks > 1 ? " cluster " + dim_text(L.cfg.cluster) : "");
+         (L.cfg.cooperative ? " cooperative" : "") +
+         (L.cluster_blocks > 1 ? " cluster " + dim_text(L.cfg.cluster) : "");
 }
 
 // ---- The turn between co-resident blocks -------------------------------------------------------------
@@ -279,8 +280,8 @@ inline void try_resolve_warp(Block& b, Thread& t) {
   r(lanes, mask, aux, err);
   if (!err.empty()) {
     b.launch->fail(err + "\n  at " + t.where.load(std::memory_order_relaxed).file_name() + ":" +
-                   std::to_string(t.where.load(std::memory_order_relaxed).line()) + ", warp " +
-                   std::to_string(t.warp) + " of block " + dim_text(b.idx));
+                   std::to_string(t.where.load(std::memory_order_relaxed).line()) + ", warp " + std::to_string(t.warp) +
+                   " of block " + dim_text(b.idx));
     return;
   }
   make_runnable(b, done);
@@ -398,8 +399,8 @@ struct Watchdog {
     th = std::thread([this, s] {
       std::unique_lock<std::mutex> lk(m);
       if (cv.wait_for(lk, std::chrono::seconds(s), [this] { return done; })) return;
-      std::string text = "fastlstm emu: the launch ran past " + std::to_string(s) + " s (a livelock?): " +
-                         launch_text(L) + "\n";
+      std::string text =
+          "fastlstm emu: the launch ran past " + std::to_string(s) + " s (a livelock?): " + launch_text(L) + "\n";
       std::lock_guard<std::mutex> lg(L.m);  // no scheduler holds it while a fiber spins
       for (unsigned b : L.group) text += describe_block(*L.blocks[b]);
       std::fputs(text.c_str(), stderr);
@@ -437,10 +438,12 @@ inline void run_launch(const LaunchConfig& cfg, std::function<void()> body) {
   };
   const unsigned nclusters = L.nblocks / L.cluster_blocks;
   std::vector<std::vector<unsigned>> by_cluster(cfg.cooperative ? 1 : nclusters);
-  for (unsigned i = 0; i < L.nblocks; ++i) by_cluster[cfg.cooperative ? 0 : cluster_of(unflatten(i, cfg.grid))].push_back(i);
+  for (unsigned i = 0; i < L.nblocks; ++i)
+    by_cluster[cfg.cooperative ? 0 : cluster_of(unflatten(i, cfg.grid))].push_back(i);
   std::vector<std::vector<unsigned>> groups;
   std::uint64_t rng = L.sched.seed;
-  for (unsigned c : ordered(static_cast<unsigned>(by_cluster.size()), L.sched, rng)) groups.push_back(std::move(by_cluster[c]));
+  for (unsigned c : ordered(static_cast<unsigned>(by_cluster.size()), L.sched, rng))
+    groups.push_back(std::move(by_cluster[c]));
   L.blocks.resize(L.nblocks);
   Watchdog dog(L);
   for (const auto& members : groups) {

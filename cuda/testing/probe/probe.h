@@ -131,8 +131,9 @@ Result run_ldmatrix(Backend& be) {
                                     trans(2), trans(3), plain(0), plain(1), plain(0), trans(1)};
     for (unsigned k = 0; k < 12; ++k) {
       const std::uint32_t got = out[L * 12 + k];
-      expect(r, got == want[k],
-             "lane " + std::to_string(L) + " register " + std::to_string(k) + ": " + hex(got) + ", want " + hex(want[k]));
+      expect(
+          r, got == want[k],
+          "lane " + std::to_string(L) + " register " + std::to_string(k) + ": " + hex(got) + ", want " + hex(want[k]));
       r.raw.push_back(std::to_string(L * 12 + k) + " " + hex(got));
     }
   }
@@ -190,8 +191,8 @@ Result run_grid_sync(Backend& be, unsigned blocks, int steps) {
   be.launch(blocks, 128, 0, true, grid_sync_kernel, dCounter, dCounter + 1, steps);
   const std::vector<unsigned> c = be.to_host(dCounter, 2);
   expect(r, c[0] == blocks * static_cast<unsigned>(steps) && c[1] == 0,
-         "counter " + std::to_string(c[0]) + " (want " + std::to_string(blocks * steps) + "), " +
-             std::to_string(c[1]) + " blocks saw a stale counter");
+         "counter " + std::to_string(c[0]) + " (want " + std::to_string(blocks * steps) + "), " + std::to_string(c[1]) +
+             " blocks saw a stale counter");
   r.raw.push_back("0 " + std::to_string(c[0]));
   r.raw.push_back("1 " + std::to_string(c[1]));
   return r;

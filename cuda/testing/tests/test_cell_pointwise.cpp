@@ -67,8 +67,8 @@ void check_cell(Shape s, const cd::DeviceLimits& dev, bool in_place, std::uint64
   if (rc > 1.0) {
     emu::testing::fail(__FILE__, __LINE__,
                        "c differs from the float64 reference at " + std::to_string(worst) + ": " +
-                           std::to_string(c[worst]) + " vs " + std::to_string(c64[worst]) + " (B=" +
-                           std::to_string(s.B) + ", H=" + std::to_string(s.H) + ")");
+                           std::to_string(c[worst]) + " vs " + std::to_string(c64[worst]) +
+                           " (B=" + std::to_string(s.B) + ", H=" + std::to_string(s.H) + ")");
   }
   const double rh = emu::testing::tolerance_ratio(h.data(), h64.data(), n, kTol, kTol, &worst);
   if (rh > 1.0) {

@@ -19,8 +19,9 @@ template <class F>
 void under_schedules(const char* bug, F&& fn) {
   for (emu::Order o : {emu::Order::forward, emu::Order::reverse}) {
     emu::set_schedule({o, 1});
-    if (!fn()) caught(std::string(bug) + " shows a wrong result under the " +
-                      (o == emu::Order::forward ? "forward" : "reverse") + " schedule");
+    if (!fn())
+      caught(std::string(bug) + " shows a wrong result under the " +
+             (o == emu::Order::forward ? "forward" : "reverse") + " schedule");
   }
 }
 
@@ -60,15 +61,17 @@ __global__ void divergent_barrier(int* out) {
   __shared__ int s[64];
   s[threadIdx.x] = static_cast<int>(threadIdx.x);
   if (threadIdx.x < 32) __syncthreads();  // the bug: the second warp skips it...
-  __syncthreads();                         // ...and meets the first warp's threads at another barrier
+  __syncthreads();                        // ...and meets the first warp's threads at another barrier
   out[threadIdx.x] = s[63 - threadIdx.x];
 }
 
 EMU_TEST(planted_divergent_barrier) {
   std::vector<int> out(64);
   EXPECT_FAULT(emu::launch({dim3(1), dim3(64)}, divergent_barrier, out.data()), "divergent barrier",
-               "threads 0-31 (warp 0 lanes 0-31): waits at __syncthreads", "test_planted.cpp:62",
-               "threads 32-63 (warp 1 lanes 0-31): waits at __syncthreads", "test_planted.cpp:63");
+               "threads 0-31 (warp 0 lanes 0-31): waits at __syncthreads",
+               emu::testing::site_of(__FILE__, "the bug: the second warp skips it"),
+               "threads 32-63 (warp 1 lanes 0-31): waits at __syncthreads",
+               emu::testing::site_of(__FILE__, "meets the first warp's threads at another"));
 }
 
 // ---- 3. A lane missing from a shuffle: lane 31 skips a full-mask butterfly -----------------------------
@@ -82,7 +85,8 @@ EMU_TEST(planted_shuffle_missing_lane) {
   std::vector<float> out(32);
   EXPECT_FAULT(emu::launch({dim3(1), dim3(32)}, shuffle_missing_lane, out.data()), "deadlock",
                "threads 0-30 (warp 0 lanes 0-30): waits at __shfl_xor_sync mask 0xffffffff, ",
-               "test_planted.cpp:77", "thread 31 (warp 0 lane 31): exited");
+               emu::testing::site_of(__FILE__, "the bug: the mask names lane 31"),
+               "thread 31 (warp 0 lane 31): exited");
 }
 
 // The same lane missing, but it goes on to a barrier instead of exiting: still a deadlock, with both sites.
@@ -194,7 +198,8 @@ __global__ void full_mask_in_partial_warp(int* out) {
 
 EMU_TEST(mask_naming_missing_lanes_faults) {
   std::vector<int> out(48);
-  EXPECT_FAULT(emu::launch({dim3(1), dim3(48)}, full_mask_in_partial_warp, out.data()), "which the block does not have");
+  EXPECT_FAULT(emu::launch({dim3(1), dim3(48)}, full_mask_in_partial_warp, out.data()),
+               "which the block does not have");
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 #      tests and the planted bugs, each build catching them its own way (docs/cuda.md).
 #   2. The semantics probe on the model (the GPU half runs in tools/gpu_check.sh).
 #   3. tools/cuda_static_check.py when nvcc is present: warnings and spills as errors, resources against
-#      the plans' budgets, SASS asserts (cuobjdump from the nvidia-cuda-cuobjdump package).
+#      the plans' budgets, SASS asserts (cuobjdump and nvdisasm from their pip packages).
 # Needs cmake and a C++20 compiler (ninja when present); run inside the CI virtual environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ echo "-- the same under ThreadSanitizer (the race checker; smallest shapes)"
 
 echo "-- static checks of the CUDA build"
 if command -v nvcc > /dev/null; then
-  python -m pip install --quiet "nvidia-cuda-cuobjdump>=13,<14"
+  python -m pip install --quiet "nvidia-cuda-cuobjdump>=13,<14" "nvidia-cuda-nvdisasm>=13,<14"
   "$work/emu/emu_budgets" > "$work/budgets.json"
   python tools/cuda_static_check.py --budgets "$work/budgets.json" --work "$work/static"
 else

@@ -75,17 +75,19 @@ class Kernel:
     sass: list[str] = field(default_factory=list)
 
 
-def find_cuobjdump(given: str | None) -> str | None:
+def find_tool(name: str, given: str | None = None) -> str | None:
+    """PATH first, then the pip packages nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm (13.x reads nvcc 13.0's
+    objects); cuobjdump -sass runs nvdisasm, which it looks for on PATH or NVDISASM_PATH."""
     if given:
         return given
-    found = shutil.which("cuobjdump")
+    found = shutil.which(name)
     if found:
         return found
-    try:  # the pip package nvidia-cuda-cuobjdump (13.x reads the objects of nvcc 13.0)
+    try:
         import nvidia  # noqa: PLC0415
 
         for base in nvidia.__path__:
-            for cand in Path(base).glob("*/bin/cuobjdump"):
+            for cand in Path(base).glob(f"*/bin/{name}"):
                 return str(cand)
     except ImportError:
         pass
@@ -212,14 +214,18 @@ def main() -> int:
             )
 
     # 3. SASS.
-    cuobjdump = find_cuobjdump(args.cuobjdump)
-    if cuobjdump is None:
-        failures.append("cuobjdump not found (pip install nvidia-cuda-cuobjdump): the SASS asserts cannot run")
+    cuobjdump, nvdisasm = find_tool("cuobjdump", args.cuobjdump), find_tool("nvdisasm")
+    env = dict(os.environ)
+    if nvdisasm:
+        env["PATH"] = f"{Path(nvdisasm).parent}{os.pathsep}{env.get('PATH', '')}"
+    if cuobjdump is None or nvdisasm is None:
+        failures.append("cuobjdump / nvdisasm not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm): "
+                        "the SASS asserts cannot run")
     else:
         sass: dict[tuple[str, str], list[str]] = {}
         for job in jobs:
             if job.out.exists():
-                p = subprocess.run([cuobjdump, "-sass", str(job.out)], capture_output=True, text=True)
+                p = subprocess.run([cuobjdump, "-sass", str(job.out)], capture_output=True, text=True, env=env)
                 if p.returncode != 0:
                     failures.append(f"cuobjdump -sass {job.out.name} failed: {p.stderr.strip()}")
                 sass.update(parse_sass(p.stdout))

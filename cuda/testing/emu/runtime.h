@@ -92,8 +92,8 @@ struct Thread {
   Block* block = nullptr;
   uint3 idx{};
   unsigned linear = 0, warp = 0, lane = 0;
-  bool started = false;
-  // Shared with the scheduler (relaxed only; see the ThreadSanitizer notes above).
+  // Shared with the scheduler and the watchdog (relaxed only; see the ThreadSanitizer notes above).
+  std::atomic<bool> started{false};
   std::atomic<Wait> wait{Wait::runnable};
   std::atomic<const char*> what{""};
   std::atomic<std::source_location> where{};

@@ -65,7 +65,7 @@ inline std::string describe_block(const Block& b) {
   auto state_of = [](const Thread& t) {
     const Wait w = t.wait.load(std::memory_order_relaxed);
     if (w == Wait::exited) return std::string("exited");
-    if (w == Wait::runnable && !t.started) return std::string("not started");
+    if (w == Wait::runnable && !t.started.load(std::memory_order_relaxed)) return std::string("not started");
     const std::source_location loc = t.where.load(std::memory_order_relaxed);
     std::string s = std::string(w == Wait::yield ? "spins at " : "waits at ") + t.what.load(std::memory_order_relaxed);
     if (w == Wait::warp) {
@@ -319,8 +319,8 @@ inline void run_block(Launch& L, Block& b) {
     }
     Thread* t = b.runnable.front();
     b.runnable.pop_front();
-    const bool first = !t->started;
-    t->started = true;
+    const bool first = !t->started.load(std::memory_order_relaxed);
+    t->started.store(true, std::memory_order_relaxed);
     t_thread.store(t, std::memory_order_relaxed);
     switch_context(b.sched, t->ctx, first);
     t_thread.store(nullptr, std::memory_order_relaxed);
@@ -362,7 +362,9 @@ inline void run_block(Launch& L, Block& b) {
   // No hb_acquire(b.hb_done) here: a scheduler that took its fibers' clocks would pass them through the turn's
   // mutex to the next block and hide races between blocks. The launch thread acquires it after the join.
   for (auto& t : b.threads) {  // abandoned fibers of a failed launch too (never resumed, never unwound)
-    if (t->started && t->wait.load(std::memory_order_relaxed) != Wait::exited) absorb_fiber(b.sched, t->ctx);
+    if (t->started.load(std::memory_order_relaxed) && t->wait.load(std::memory_order_relaxed) != Wait::exited) {
+      absorb_fiber(b.sched, t->ctx);
+    }
     t->ctx.release();
   }
   std::lock_guard<std::mutex> lk(L.m);

@@ -15,8 +15,9 @@
 namespace fastlstm::emu::testing {
 
 enum class Expect {
-  pass,  // exits 0, no sanitizer report
-  race,  // a planted race: ThreadSanitizer reports it (TSan build); otherwise the case shows a wrong result
+  pass,   // exits 0, no sanitizer report
+  race,   // a planted race: ThreadSanitizer reports it (TSan build); otherwise the case shows a wrong result
+  abort,  // the process aborts (the watchdog), printing `symbol`
 };
 
 struct Case {
@@ -93,6 +94,12 @@ inline double tolerance_ratio(const float* got, const double* want, std::size_t 
   static void name();                                                      \
   static const ::fastlstm::emu::testing::Registrar EMU_CONCAT(reg_, name)( \
       #name, name, ::fastlstm::emu::testing::Expect::race, symbol);        \
+  static void name()
+
+#define EMU_TEST_ABORTS(name, text)                                        \
+  static void name();                                                      \
+  static const ::fastlstm::emu::testing::Registrar EMU_CONCAT(reg_, name)( \
+      #name, name, ::fastlstm::emu::testing::Expect::abort, text);         \
   static void name()
 
 #define CHECK(cond)                                                         \

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <string>
 
@@ -51,6 +52,11 @@ std::string judge(const Case& c, const Outcome& o) {
     if (!exited0) return "exit status " + std::to_string(o.status);
     return "";
   }
+  if (c.expect == Expect::abort) {
+    if (!WIFSIGNALED(o.status) || WTERMSIG(o.status) != SIGABRT) return "did not abort";
+    if (o.output.find(c.symbol) == std::string::npos) return std::string("the output lacks: ") + c.symbol;
+    return "";
+  }
   if (fastlstm::emu::detail::kTsan) {  // the race checker must name the data race and the kernel
     if (o.output.find("ThreadSanitizer: data race") == std::string::npos) return "no ThreadSanitizer data race report";
     if (o.output.find(c.symbol) == std::string::npos) return std::string("the race report does not name ") + c.symbol;
@@ -90,7 +96,9 @@ int main(int argc, char** argv) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
     const std::string why = judge(c, o);
     ++ran;
-    const char* kind = c.expect == Expect::race ? " (planted race: caught)" : "";
+    const char* kind = c.expect == Expect::race    ? " (planted race: caught)"
+                       : c.expect == Expect::abort ? " (aborted, as expected)"
+                                                   : "";
     if (why.empty()) {
       std::printf("ok    %-44s %6.2f s%s\n", c.name, s, kind);
       if (verbose) std::printf("%s", o.output.c_str());

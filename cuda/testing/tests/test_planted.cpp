@@ -2,6 +2,8 @@
 // from a shuffle and a missing grid sync (the list), plus the collective misuses next to them. The
 // races are caught twice: the plain build shows a wrong result under some schedule (the interleaving is
 // deterministic per schedule), the ThreadSanitizer build reports the data race naming the kernel.
+#include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "harness.h"
@@ -200,6 +202,18 @@ EMU_TEST(mask_naming_missing_lanes_faults) {
   std::vector<int> out(48);
   EXPECT_FAULT(emu::launch({dim3(1), dim3(48)}, full_mask_in_partial_warp, out.data()),
                "which the block does not have");
+}
+
+// ---- A livelock: a spin on a flag nobody sets ends in the watchdog's report, not in a hung CI ----------
+__global__ void spin_forever(const std::uint32_t* flag) {
+  while (prim::ld_acquire_gpu(flag) == 0) {  // the bug: nothing ever sets the flag
+  }
+}
+
+EMU_TEST_ABORTS(planted_livelock_watchdog, "spins at prim::ld_acquire_gpu") {
+  setenv("FASTLSTM_EMU_TIMEOUT_S", "1", 1);
+  std::uint32_t flag = 0;
+  emu::launch({dim3(1), dim3(2)}, spin_forever, &flag);
 }
 
 }  // namespace

@@ -110,7 +110,9 @@ int main(int argc, char** argv) {
   if (!list) {
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("%d of %d cases passed in %.1f s (%s build)\n", ran - failed, ran, s,
-                fastlstm::emu::detail::kTsan ? "ThreadSanitizer" : "plain");
+                fastlstm::emu::detail::kTsan   ? "ThreadSanitizer"
+                : fastlstm::emu::detail::kAsan ? "AddressSanitizer"
+                                               : "plain");
   }
   return failed == 0 && (ran > 0 || list) ? 0 : 1;
 }

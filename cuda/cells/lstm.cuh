@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "common/primitives.cuh"  // the CUDA dialect under a host compiler (the execution model)
+
 namespace fastlstm::cuda::detail {
 
 // sigmoid without overflow for any x: exp of -|x| lies in (0, 1], and for x < 0 the result e/(1+e) keeps

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <string>
 
+#include "common/plan.h"
 #include "fastlstm/cuda.h"
 
 namespace fastlstm::cuda::detail {
@@ -37,5 +38,21 @@ class DeviceBuffer {
  private:
   void* ptr_ = nullptr;
 };
+
+// The current device's limits, as the plans read them.
+inline DeviceLimits current_device_limits() {
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  DeviceLimits d;
+  int smem = 0;
+  check(cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&d.max_threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device),
+        "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&d.regs_per_sm, cudaDevAttrMaxRegistersPerMultiprocessor, device),
+        "cudaDeviceGetAttribute");
+  d.max_smem_per_block = static_cast<std::size_t>(smem);
+  return d;
+}
 
 }  // namespace fastlstm::cuda::detail

@@ -1,5 +1,5 @@
-// Instances of the fused pointwise cell (kernels/cell_pointwise.cuh): peephole x index width.
-#include "kernels/cell_pointwise.cuh"
+// Instances of the fused pointwise cell (kernels/cell_pointwise_launch.cuh): peephole x index width.
+#include "kernels/cell_pointwise_launch.cuh"
 
 namespace fastlstm::cuda::detail {
 

@@ -1,14 +1,14 @@
-// The fused pointwise LSTM cell of one step (gates -> c, h), and its launcher template. Instantiated in
-// inst/cell_pointwise_f32.cu; launch/cell.cu picks the instance.
+// The fused pointwise LSTM cell of one step (gates -> c, h) and its plan. Device code only, through
+// common/primitives.cuh, so it compiles under nvcc and on the CPU execution model alike; the launcher is
+// kernels/cell_pointwise_launch.cuh.
 #pragma once
-
-#include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cstdint>
 
 #include "cells/lstm.cuh"
-#include "common/check.cuh"
+#include "common/plan.h"
+#include "common/primitives.cuh"
 
 namespace fastlstm::cuda::detail {
 
@@ -43,27 +43,15 @@ __global__ void __launch_bounds__(kCellBlock)
   }
 }
 
-template <bool kPeephole, typename Index>
-void launch_cell_forward_f32(const CellParams& p, cudaStream_t stream) {
-  const std::int64_t n = static_cast<std::int64_t>(p.B) * p.H;
-  int device = 0, sms = 0, threads_per_sm = 0;
-  check(cudaGetDevice(&device), "cudaGetDevice");
-  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
-  check(cudaDeviceGetAttribute(&threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device),
-        "cudaDeviceGetAttribute");
-  // One full wave of resident blocks at most; the grid-stride loop covers the rest, so huge B*H never
-  // needs a grid larger than the device can hold at once.
-  const std::int64_t wave = static_cast<std::int64_t>(sms) * std::max(1, threads_per_sm / kCellBlock);
+// n = B*H elements: one full wave of resident blocks at most; the grid-stride loop covers the rest, so huge
+// B*H never needs a grid larger than the device can hold at once.
+inline LaunchPlan cell_forward_plan(std::int64_t n, const DeviceLimits& dev) {
+  const std::int64_t wave = static_cast<std::int64_t>(dev.sm_count) * std::max(1, dev.max_threads_per_sm / kCellBlock);
   const std::int64_t blocks = std::max<std::int64_t>(1, std::min((n + kCellBlock - 1) / kCellBlock, wave));
-  cell_forward_f32_kernel<kPeephole, Index><<<static_cast<unsigned>(blocks), kCellBlock, 0, stream>>>(
-      static_cast<Index>(n), static_cast<Index>(p.H), p.z, p.c_prev, p.p_i, p.p_f, p.p_o, p.h, p.c);
-  check(cudaGetLastError(), "cell_forward_f32 kernel launch");
+  LaunchPlan plan;
+  plan.grid.x = static_cast<unsigned>(blocks);
+  plan.block.x = kCellBlock;
+  return plan;
 }
-
-// The instances inst/cell_pointwise_f32.cu compiles (each instantiation file keeps builds and diffs small).
-extern template void launch_cell_forward_f32<false, std::uint32_t>(const CellParams&, cudaStream_t);
-extern template void launch_cell_forward_f32<true, std::uint32_t>(const CellParams&, cudaStream_t);
-extern template void launch_cell_forward_f32<false, std::int64_t>(const CellParams&, cudaStream_t);
-extern template void launch_cell_forward_f32<true, std::int64_t>(const CellParams&, cudaStream_t);
 
 }  // namespace fastlstm::cuda::detail

@@ -8,7 +8,7 @@
 
 #include "common/check.cuh"
 #include "common/switch.h"
-#include "kernels/cell_pointwise.cuh"
+#include "kernels/cell_pointwise_launch.cuh"
 
 namespace fastlstm::cuda {
 namespace {

@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""The GPU benchmark rows of tools/gpu_check.sh, timed with CUDA events, written as one JSON file.
+
+Rows today: the fused cell kernel (cuda/testing/gpu/gpu_cell.cu, kernel time alone) and, when torch with CUDA
+is importable, torch's eager elementwise equivalent on the same shapes. The sequence engine adds its rows by
+appending a function to ROWS (it gets the arguments and returns a list of dicts).
+
+Usage: gpu_bench.py --driver PATH/gpu_cell --out bench.json [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+
+
+def cell_rows(args: argparse.Namespace) -> list[dict]:
+    p = subprocess.run([args.driver, "bench", str(args.repeats)], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+
+def torch_cell_rows(args: argparse.Namespace) -> list[dict]:
+    """torch eager on the same shapes and data layout: the reference point a fused kernel must beat."""
+    try:
+        import torch
+    except ImportError:
+        return [{"row": "cell_forward_f32", "impl": "torch", "skipped": "torch not importable"}]
+    if not torch.cuda.is_available():
+        return [{"row": "cell_forward_f32", "impl": "torch", "skipped": "torch has no CUDA device"}]
+    rows = []
+    for B, H in [(64, 1024), (256, 4096), (4096, 4096), (16384, 8192)]:
+        g = torch.Generator(device="cuda").manual_seed(7)
+        z = torch.randn(B, 4 * H, device="cuda", generator=g)
+        c = torch.randn(B, H, device="cuda", generator=g)
+
+        def step(z=z, c=c):
+            i, f, gg, o = z.chunk(4, 1)
+            c2 = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            return torch.sigmoid(o) * torch.tanh(c2), c2
+
+        for _ in range(5):
+            step()
+        times = []
+        for _ in range(args.repeats):
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            for _ in range(20):
+                step()
+            t1.record()
+            t1.synchronize()
+            times.append(t0.elapsed_time(t1) / 20)
+        times.sort()
+        med = times[len(times) // 2]
+        rows.append({"row": "cell_forward_f32", "impl": "torch-eager", "B": B, "H": H, "peephole": False,
+                     "median_us": round(med * 1e3, 3), "min_us": round(times[0] * 1e3, 3),
+                     "GBps": round(28 * B * H / (med * 1e-3) / 1e9, 1), "repeats": args.repeats,
+                     "torch": torch.__version__})  # fmt: skip
+    return rows
+
+
+# The extension point: each function returns rows (dicts with at least "row" and "impl").
+ROWS: list[Callable[[argparse.Namespace], list[dict]]] = [cell_rows, torch_cell_rows]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--driver", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--repeats", type=int, default=15)
+    args = ap.parse_args()
+    rows: list[dict] = []
+    for fn in ROWS:
+        try:
+            rows += fn(args)
+        except Exception as e:  # one failing row family must not lose the others
+            rows.append({"row": fn.__name__, "error": repr(e)})
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.mem", "--format=csv,noheader"]
+    try:
+        gpu = subprocess.run(query, capture_output=True, text=True).stdout.strip()
+    except OSError as e:
+        gpu = repr(e)
+    doc = {"host": platform.node(), "gpu": gpu, "python": sys.version.split()[0], "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    for r in rows:
+        if "median_us" in r:
+            print(f"{r['row']:<18} {r['impl']:<12} B={r['B']:<6} H={r['H']:<5} peep={r['peephole']!s:<5} "
+                  f"{r['median_us']:9.2f} us {r['GBps']:7.1f} GB/s")  # fmt: skip
+        else:
+            print(r)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,8 +39,9 @@ struct DirTask {
   void* c = nullptr;                // [B][c_ld] cell state, updated in place
   void* hpre = nullptr;             // [B][c_ld] o * tanh(c) before the projection (P > 0 only)
   std::int64_t h_ld = 0, c_ld = 0;
-  int chunk = 1;               // steps per input-projection chunk
-  Barrier* barrier = nullptr;  // the group's barrier
+  int chunk = 1;                 // steps per input-projection chunk
+  std::int64_t group_bytes = 0;  // W_hh panel bytes a step's row tiles pass over at once (0: all of mine)
+  Barrier* barrier = nullptr;    // the group's barrier
   // Training forward only (null otherwise): per (t, r) at index t * B + r, the post-activation gates
   // [4 * c_ld] in the packed order [NB][4][U] and the new cell state [c_ld]; and a dropout mask applied to
   // the y written: y(t, r) *= mask + t * m_st + m_rows[r] * m_sb (Hout contiguous).

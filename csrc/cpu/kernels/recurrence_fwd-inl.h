@@ -46,12 +46,16 @@ struct Direction {
   float* hs = nullptr;
   std::int64_t g_ld;  // chunk * B * G4: one block's slice of g
   int hout;
+  int step_group;  // unit blocks per pass of the row tiles in a step
 
   Direction(const DirTask& task, int tid_, int n, void* ws) : tk(task), tid(tid_), nthreads(n) {
     const int nb = (tk.H + N - 1) / N, pb = (tk.P + N - 1) / N;
     split_range(nb, tid, n, &nb_begin, &nb_end);
     split_range(pb, tid, n, &pb_begin, &pb_end);
     hout = tk.P > 0 ? tk.P : tk.H;
+    const std::int64_t panel = static_cast<std::int64_t>(O::panel_bytes(hout, NG));
+    step_group = nb_end - nb_begin + 1;
+    if (tk.group_bytes > 0) step_group = tk.group_bytes / panel > 0 ? static_cast<int>(tk.group_bytes / panel) : 1;
     const std::int64_t rows_n = static_cast<std::int64_t>(tk.chunk) * tk.B;
     auto up = [](std::int64_t bytes) { return (bytes + 63) / 64 * 64; };
     g_ld = rows_n * G4;
@@ -187,14 +191,14 @@ struct Direction {
     }
   }
 
+  // The tiles of rows r0 .. r0+MR-1 over my local unit blocks [l0, l1).
   template <int MR>
-  void step_rows(int r0, int mg0, int t, const T* hprev, T* hnext) {
-    const int nbl = nb_end - nb_begin;
-    int l = 0;
+  void step_rows(int l0, int l1, int r0, int mg0, int t, const T* hprev, T* hnext) {
+    int l = l0;
     if (MR <= 2) {
-      for (; l + 2 <= nbl; l += 2) step_tile<MR, 2>(l, r0, mg0, t, hprev, hnext);
+      for (; l + 2 <= l1; l += 2) step_tile<MR, 2>(l, r0, mg0, t, hprev, hnext);
     }
-    for (; l < nbl; ++l) step_tile<MR, 1>(l, r0, mg0, t, hprev, hnext);
+    for (; l < l1; ++l) step_tile<MR, 1>(l, r0, mg0, t, hprev, hnext);
   }
 
   // h_next[r][p] = hpre[r] W_hr^T for my projection blocks.
@@ -222,8 +226,15 @@ struct Direction {
         T* hnext = hbuf[(s + 1) & 1];
         if (O::kConvert)  // this step's operands of h_{t-1}: every row, whole (each thread its own copy)
           for (int r = 0; r < n; ++r) O::convert(hprev + r * tk.h_ld, hout, hq + r * O::row_elems(hout), hs + r);
-        over_rows<V>(n,
-                     [&](auto mr, int r0) { this->template step_rows<decltype(mr)::value>(r0, mg0, t, hprev, hnext); });
+        // My blocks in groups whose W_hh panels stay in L2 while every row tile passes over them: with all my
+        // panels in one group a thread re-reads its share of W_hh once per tile of rows, from L3 once that
+        // share outgrows L2 (B = 16, H = 512: three passes over 2 MB per step and thread).
+        for (int l0 = 0; l0 < nb_end - nb_begin; l0 += step_group) {
+          const int l1 = l0 + step_group < nb_end - nb_begin ? l0 + step_group : nb_end - nb_begin;
+          over_rows<V>(n, [&](auto mr, int r0) {
+            this->template step_rows<decltype(mr)::value>(l0, l1, r0, mg0, t, hprev, hnext);
+          });
+        }
         if (tk.P > 0) {
           barrier_wait(tk.barrier);  // hpre complete
           over_rows<V>(n, [&](auto mr, int r0) { this->template proj_rows<decltype(mr)::value>(r0, t, hnext); });

@@ -37,6 +37,12 @@ def threads():
     fastlstm.set_num_threads(previous)
 
 
+def pytest_configure(config):
+    """The suite's marks, registered here too, so the tests run from a copy without pyproject.toml (the
+    sanitizer build runs them that way)."""
+    config.addinivalue_line("markers", "slow: long-running checks (still run in CI)")
+
+
 def pytest_terminal_summary(terminalreporter):
     """The fuzzers' counts (tests/test_reliability.py), so a CI log says how many cases ran."""
     import sys

@@ -113,14 +113,15 @@ PyWeights pack(const PyEngine& e, const ModelShape& s, const py::list& layers, b
   return PyWeights{e.engine->pack(s, raw.data(), training)};
 }
 
-// A call's arguments and its outputs, allocated in x's layout after the memory the call needs was checked.
+// A call's arguments and its outputs, allocated in x's layout (the engine checks the memory the call needs
+// before it writes any: an allocation the machine cannot back fails then, not when first touched).
 struct ForwardIo {
   ForwardArgs a;
   py::array y, h_n, c_n;
 };
 
 ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
-                     const py::object& c0, const py::object& lengths, bool batch_first, int num_threads, bool train) {
+                     const py::object& c0, const py::object& lengths, bool batch_first, int num_threads) {
   const ModelShape& s = w.weights->shape;
   const DType dt = e.engine->key().dtype;
   if (!x.dtype().is(np_dtype(dt))) type_error("x: expected dtype " + std::string(py::str(np_dtype(dt))));
@@ -141,10 +142,6 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
   if (!h0.is_none()) a.h0 = checked(h0, "h0", dt, {D * L, a.B, Hout});
   if (!c0.is_none()) a.c0 = checked(c0, "c0", dt, {D * L, a.B, H});
   if (!lengths.is_none()) a.lengths = checked_int64(lengths, "lengths", a.B);
-  if (a.T >= 1 && a.B >= 1) {
-    const CallSizes need = e.engine->sizes(s, a.T, a.B, train);
-    check_available_memory(need.total(), "x");
-  }
   const std::vector<py::ssize_t> yshape =
       batch_first ? std::vector<py::ssize_t>{a.B, a.T, D * Hout} : std::vector<py::ssize_t>{a.T, a.B, D * Hout};
   io.y = py::array(np_dtype(dt), yshape);
@@ -161,7 +158,7 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
 
 py::tuple forward(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0, const py::object& c0,
                   const py::object& lengths, bool batch_first, int num_threads) {
-  ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, num_threads, false);
+  ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, num_threads);
   {
     py::gil_scoped_release release;
     e.engine->forward(io.a);
@@ -184,7 +181,7 @@ std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::
 py::tuple forward_train(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
                         const py::object& c0, const py::object& lengths, bool batch_first, const py::object& masks,
                         const py::object& saved, int num_threads) {
-  ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, num_threads, true);
+  ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, num_threads);
   const std::vector<const void*> mp = mask_pointers(w.weights->shape, e.engine->key().dtype, masks, io.a.T, io.a.B);
   std::pair<void*, std::size_t> buf{nullptr, 0};
   if (!saved.is_none()) buf = saved_buffer(saved);

@@ -118,6 +118,7 @@ struct BackCall {
     std::size_t M = 0;
     for (int t = 0; t < steps; ++t) M += order.alive(t);
     const BackwardPlan plan(Geometry{m.family, m.cell, st.shape}, steps, B, M, n, h_ld, c_ld, sizeof(T));
+    check_available_memory(plan.total, "dy");
     Workspace ws(plan.total);
     std::vector<void*> gwork(n);
     for (int i = 0; i < n; ++i)

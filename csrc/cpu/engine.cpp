@@ -66,19 +66,8 @@ class CpuEngine final : public Engine {
   CallSizes sizes(const ModelShape& s, int T, int B, bool train) const override {
     const Geometry g{&family_, key_.cell, s};
     const int n = default_num_threads() < kMaxTeam ? default_num_threads() : kMaxTeam;
-    const std::size_t elem = dtype_size(key_.dtype), D = s.directions(), L = s.num_layers;
-    const std::size_t TB = mul_sz(T, B);
     CallSizes c;
-    std::size_t out = add_sz(mul_sz(TB, D * s.out_size()), mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size));
-    if (train) {  // dx, dh0, dc0 and the parameter gradients
-      const std::size_t H = s.hidden_size;
-      std::size_t params = 0;
-      for (int k = 0; k < s.num_layers; ++k)
-        params += 4 * H * (s.layer_input(k) + s.out_size() + 2) + 3 * H + static_cast<std::size_t>(s.proj_size) * H;
-      out = add_sz(out, add_sz(mul_sz(TB, s.input_size),
-                               add_sz(mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size), mul_sz(params, D))));
-    }
-    c.outputs = mul_sz(out, elem);
+    c.outputs = output_bytes(s, T, B, dtype_size(key_.dtype), train);
     c.workspace = forward_workspace_bytes(g, T, B, n, train);
     if (train) {
       c.saved = saved_state_bytes(g, T, B);

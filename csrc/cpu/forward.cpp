@@ -156,7 +156,12 @@ struct Call {
     order.build(T_, B, a.lengths);
     TeamLease lease(a.num_threads);
     team.reset(D, lease.form(forward_flops(m.shape, order.work_rows())));
-    const ForwardPlan plan(Geometry{m.family, m.cell, m.shape}, order.steps, B, team, save != nullptr, sizeof(T));
+    const Geometry geo{m.family, m.cell, m.shape};
+    const ForwardPlan plan(geo, order.steps, B, team, save != nullptr, sizeof(T));
+    // Before anything is written: the outputs (allocated, untouched), the workspace and the saved state.
+    std::size_t need = add_sz(output_bytes(m.shape, T_, B, sizeof(T), false), plan.total);
+    if (save) need = add_sz(need, saved_state_bytes(geo, order.steps, B));
+    check_available_memory(need, "x");
     Workspace ws(plan.total);
     setup(plan, ws);
     lease.run(&Call::team_main, this);
@@ -403,6 +408,20 @@ std::size_t forward_workspace_bytes(const Geometry& g, int steps, int B, int nth
   TeamSplit team;
   team.reset(g.shape.directions(), nthreads);
   return ForwardPlan(g, steps, B, team, train, dtype_size(g.family->compute)).total;
+}
+
+std::size_t output_bytes(const ModelShape& s, int T, int B, std::size_t elem, bool train) {
+  const std::size_t D = s.directions(), L = s.num_layers, TB = mul_sz(T, B);
+  std::size_t out = add_sz(mul_sz(TB, D * s.out_size()), mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size));
+  if (train) {  // dx, dh0, dc0 and the parameter gradients
+    const std::size_t H = s.hidden_size;
+    std::size_t params = 0;
+    for (int k = 0; k < s.num_layers; ++k)
+      params += 4 * H * (s.layer_input(k) + s.out_size() + 2) + 3 * H + static_cast<std::size_t>(s.proj_size) * H;
+    out = add_sz(out, add_sz(mul_sz(TB, s.input_size),
+                             add_sz(mul_sz(mul_sz(D * L, B), s.out_size() + s.hidden_size), mul_sz(params, D))));
+  }
+  return mul_sz(out, elem);
 }
 
 std::size_t saved_state_bytes(const Geometry& g, int steps, int B) {

@@ -77,6 +77,8 @@ struct Geometry {
   ModelShape shape;
 };
 std::size_t forward_workspace_bytes(const Geometry& g, int steps, int B, int nthreads, bool train);
+// The arrays a call returns (y, h_n, c_n; train: backward's dx, dh0, dc0 and the parameter gradients too).
+std::size_t output_bytes(const ModelShape& s, int T, int B, std::size_t elem, bool train);
 std::size_t saved_state_bytes(const Geometry& g, int steps, int B);
 std::size_t backward_workspace_bytes(const Geometry& g, int steps, int B, int nthreads);
 

@@ -15,6 +15,8 @@ from ._config import Config
 
 __all__ = ["LSTM"]
 
+_step = F.step  # bound once: step() is called once per sample in streaming loops
+
 
 def _int_arg(name: str, value, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -107,12 +109,13 @@ class LSTM:
         self._params = {name: self._frozen(self._rng.uniform(-bound, bound, shape))
                         for name, shape in self.config.param_shapes().items()}
         self._weights: dict[bool, F.Weights] = {}  # packed on first use: {training: weights}
+        self._step_weights: F.Weights | None = None  # those step() last used
         self._tape: F.Tape | None = None
         self.grads: dict[str, np.ndarray] = {}
 
     def __getstate__(self):  # packed weights and the tape are caches: rebuilt on use after unpickling
         state = self.__dict__.copy()
-        state.update(_weights={}, _tape=None)
+        state.update(_weights={}, _step_weights=None, _tape=None)
         return state
 
     # -- the torch-like attributes -------------------------------------------------------------------
@@ -173,6 +176,7 @@ class LSTM:
             new[name] = self._frozen(a)
         self._params = new
         self._weights = {}
+        self._step_weights = None
         self._tape = None
 
     def packed(self, training: bool = False) -> F.Weights:
@@ -185,6 +189,7 @@ class LSTM:
             w = F.pack(self.config, self._params, device=self.device, dtype=self.dtype, precision=self.precision,
                        training=training)
             self._weights = {training: w}
+            self._step_weights = None  # step() takes these too (training weights serve inference)
         return w
 
     # -- calls ----------------------------------------------------------------------------------------
@@ -238,7 +243,7 @@ class LSTM:
         unbatched), or None (zeros). Returns the step's output h (B, H_out) and the new state (h_n, c_n); the
         numbers of __call__ on T = 1. A bidirectional module raises ValueError (its reverse direction needs
         the future). Feed the returned state back as the next call's hx."""
-        w = self._weights.get(True) or self._weights.get(False)
-        if w is None or w.stale:
-            w = self.packed(False)
-        return F.step(w, x_t, hx)
+        w = self._step_weights
+        if w is None or w.engine.stale:
+            w = self._step_weights = self.packed(False)
+        return _step(w, x_t, hx)

@@ -60,11 +60,13 @@ class Weights:
     ``precision`` (None or the name given to pack), ``device``, ``training``, ``nbytes`` (the packed size),
     ``engine_name`` (what runs: e.g. "cpu avx512, float32 math, float32 weights")."""
 
-    __slots__ = ("config", "dtype", "precision", "device", "training", "engine", "packed")
+    __slots__ = ("config", "dtype", "precision", "device", "training", "engine", "packed", "_run", "_streams")
 
     def __init__(self, config: Config, dtype: np.dtype, precision, device: str, training: bool, engine, packed):
         self.config, self.dtype, self.precision, self.device = config, dtype, precision, device
         self.training, self.engine, self.packed = training, engine, packed
+        self._run = engine.forward  # step's fast path: one attribute away
+        self._streams = not config.bidirectional
 
     @property
     def nbytes(self) -> int:
@@ -311,7 +313,7 @@ def step(weights: Weights, x_t, hx=None):
     # The fast path: a batched numpy x_t and an hx of None or two numpy arrays go straight to the engine,
     # which checks every dtype, shape and layout itself; what it refuses goes the checked way below, which
     # converts what it can and raises with the caller's argument names. A refused call has no effect.
-    if type(x_t) is np.ndarray and x_t.ndim == 2 and not weights.config.bidirectional:
+    if type(x_t) is np.ndarray and x_t.ndim == 2 and weights._streams:
         if hx is None:
             h0 = c0 = None
         elif type(hx) is tuple and len(hx) == 2 and type(hx[0]) is np.ndarray and type(hx[1]) is np.ndarray:
@@ -319,7 +321,7 @@ def step(weights: Weights, x_t, hx=None):
         else:
             return _step_checked(weights, x_t, hx)
         try:
-            y, h_n, c_n = weights.engine.forward(weights.packed, x_t[None], h0, c0, None, False)
+            y, h_n, c_n = weights._run(weights.packed, x_t[None], h0, c0, None, False)
             return y[0], (h_n, c_n)
         except (TypeError, ValueError):
             pass

@@ -63,6 +63,7 @@ struct ForwardArgs {
   std::int64_t y_st = 0, y_sb = 0;
   void *h_n = nullptr, *c_n = nullptr;
   int num_threads = 1;
+  void* stream = nullptr;  // CUDA engines: the cudaStream_t the call is ordered on (null: legacy default stream)
 };
 
 // Backpropagation through time of the forward that produced `state`. dy has y's layout (dy_st, dy_sb), dx
@@ -81,6 +82,7 @@ struct BackwardArgs {
   const void* const* masks = nullptr;
   const GradPointers* grads = nullptr;
   int num_threads = 1;
+  void* stream = nullptr;  // as ForwardArgs::stream
 };
 
 // Bytes a call needs besides the packed weights: the outputs (allocated by the caller), the engine's

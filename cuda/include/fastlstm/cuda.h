@@ -3,8 +3,11 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <stdexcept>
 #include <string>
+
+#include "fastlstm/engine.h"
 
 namespace fastlstm::cuda {
 
@@ -76,5 +79,29 @@ void cell_forward_f32(const CellParams& p, void* stream);
 // the fast path.
 void cell_forward_host_f32(int B, int H, const float* z, const float* c_prev, const float* p_i, const float* p_f,
                            const float* p_o, float* h, float* c);
+
+// ---- The sequence engine (the seam of csrc/include/fastlstm/engine.h) -------------------------------------
+// An Engine for `key` (precision kDefault = fp32 math, kTF32, kBF16 or kFP16; dtype kF32 only: parameters and
+// arrays stay fp32) on device `index`. Throws std::invalid_argument naming `precision` / `dtype` for a key it
+// cannot run, CudaError when the device cannot be used.
+//   pack(): RawLayer pointers are HOST pointers (the module's parameters); the packed weights live on the
+//           device, converted to the precision's operand type once.
+//   forward() / forward_train() / backward(): every array pointer in ForwardArgs / BackwardArgs (x, h0, c0, y,
+//           h_n, c_n, dy, dx, masks, grads, ...) is a DEVICE pointer on this device, strided as engine.h says;
+//           `lengths` is a HOST pointer (the engine validates and uploads it). The call is ordered on
+//           args.stream and returns when the work is enqueued (stream-ordered workspace); it validates every
+//           argument (std::invalid_argument naming it) before enqueuing anything.
+//   trains() is false until the training engine lands (forward_train/backward throw std::logic_error).
+std::unique_ptr<Engine> make_engine(const EngineKey& key, int index);
+
+// ---- Device memory and copies, for the bindings (numpy in -> device -> numpy out) ------------------------
+// All synchronous with respect to the host unless a stream is named; `stream` is a cudaStream_t as void*.
+void* device_alloc(std::size_t bytes, int index);  // CudaOutOfMemory when it cannot be had; bytes may be 0
+void device_free(void* ptr, int index) noexcept;   // null is a no-op
+void copy_to_device(void* dst, const void* src, std::size_t bytes, int index, void* stream);
+void copy_to_host(void* dst, const void* src, std::size_t bytes, int index, void* stream);
+void synchronize(int index, void* stream);  // waits for `stream` (null: the device)
+// The device `ptr` lies on, or -1 for host memory (pageable or pinned) and pointers CUDA does not know.
+int pointer_device(const void* ptr);
 
 }  // namespace fastlstm::cuda

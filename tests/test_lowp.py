@@ -16,13 +16,26 @@ import numpy as np
 import pytest
 
 import fastlstm
-from fastlstm import reference
+from fastlstm import _runtime, reference
+from fastlstm._backends import cpu as cpu_backend
 from test_engine import CASES, _inputs
 
-NATIVE = fastlstm.backends()["cpu"]["precisions"]["float32"]
+NATIVE = fastlstm.backends()["cpu"]["precisions"]["float32"]  # what this CPU runs (natively or on AVX2)
+# The kernel families that run low precision here: the widest ISA's and, below it, AVX2's (the emulations a CPU
+# without AVX512_BF16 / AVX512_VNNI runs): every test below runs on each.
+LOWP_ISAS = [i for i in _runtime.available_isas() if i != "scalar"]
 BOUND = {"bf16": 1e-2, "int8": 3e-2}  # max |y - y64| on these shapes; docs/api.md states the same
 PRECISIONS = [pytest.param(p, marks=pytest.mark.skipif(p not in NATIVE, reason=f"this CPU does not run {p} natively"))
               for p in ("bf16", "int8")]
+
+
+@pytest.fixture(params=LOWP_ISAS)
+def lowp_isa(request):
+    """Selects one kernel family for a low-precision test, restoring the previous one afterwards."""
+    previous = _runtime.selected_isa()
+    _runtime._set_isa(request.param)
+    yield request.param
+    _runtime._set_isa(previous)
 
 
 def as64(a):
@@ -38,7 +51,7 @@ def _ref64(m, x, state, lens):
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("opts,T,B,I,H", CASES)
-def test_every_option_within_the_bound(rng, precision, opts, T, B, I, H):
+def test_every_option_within_the_bound(rng, lowp_isa, precision, opts, T, B, I, H):
     m = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), precision=precision, **opts)
     for hx, lengths in ((False, False), (True, True)):
         x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype="float32")
@@ -55,7 +68,7 @@ def test_every_option_within_the_bound(rng, precision, opts, T, B, I, H):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_same_bits_for_any_thread_count_batch_and_call_path(rng, threads, precision):
+def test_same_bits_for_any_thread_count_batch_and_call_path(rng, lowp_isa, threads, precision):
     m = fastlstm.LSTM(17, 40, 2, bidirectional=True, proj_size=7, peephole=True, seed=5, precision=precision)
     x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
     runs = []
@@ -72,7 +85,7 @@ def test_same_bits_for_any_thread_count_batch_and_call_path(rng, threads, precis
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_nan_propagates(precision):
+def test_nan_propagates(lowp_isa, precision):
     m = fastlstm.LSTM(4, 8, seed=1, precision=precision)
     x = np.zeros((3, 2, 4), np.float32)
     x[1, 0, 2] = np.nan
@@ -96,17 +109,50 @@ def test_precision_errors_name_the_argument():
             m(np.zeros((2, 1, 4), np.float32), train=True)
 
 
-def test_a_family_without_the_instructions_says_what_it_offers():
-    """Under FASTLSTM_ISA=avx2 (no bf16 / int8 family there) the constructor says what the CPU offers."""
-    if "avx2" not in fastlstm.backends()["cpu"]["available_isas"]:
-        pytest.skip("no AVX2 on this CPU")
+def test_a_family_without_the_precision_says_what_it_offers():
+    """Under FASTLSTM_ISA=scalar (no bf16 / int8 family there) the constructor says what the CPU offers."""
     code = ("import fastlstm\n"
             "print(fastlstm.backends()['cpu']['precisions']['float32'])\n"
             "try:\n    fastlstm.LSTM(4, 8, precision='int8')\nexcept ValueError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir(),
-                         env=dict(os.environ, FASTLSTM_ISA="avx2"), check=True).stdout
+                         env=dict(os.environ, FASTLSTM_ISA="scalar"), check=True).stdout
     assert out.splitlines()[0] == "['fp32']"
     assert "precision: 'int8' is not available" in out and "offers: default" in out
+
+
+@pytest.mark.skipif("avx2" not in LOWP_ISAS, reason="no AVX2 on this CPU")
+def test_avx2_runs_the_low_precisions_without_their_instructions():
+    """AVX2 alone runs bf16 and int8 (emulated: not native), and a wider ISA lacking them falls back to it."""
+    runs = cpu_backend.precisions("avx2")["float32"]
+    native = cpu_backend.precisions("avx2", native_only=True)["float32"]
+    assert runs == ["fp32", "bf16", "int8"] and native == ["fp32"]
+    info = fastlstm.backends()["cpu"]
+    assert set(info["native_precisions"]["float32"]) <= set(info["precisions"]["float32"])
+
+
+@pytest.mark.skipif(len(LOWP_ISAS) < 2, reason="one low-precision kernel family on this CPU")
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_avx2_emulation_gives_the_native_family_s_numbers(rng, precision):
+    """int8: the same int32 sums and the same dequantization, so the same bits by construction. bf16: the same
+    rounding of operands and two exact products per pair added in the x86 manual's order (odd element first);
+    the same bits wherever the CPU's vdpbf16ps follows that definition (measured on AMD Zen 5), asserted
+    to 1e-6 here. Gradients (bf16) within the bf16 bound of each other."""
+    m = fastlstm.LSTM(37, 45, 2, bidirectional=True, proj_size=11, peephole=True, seed=3, precision=precision)
+    x, state, lens = _inputs(m, rng, 9, 19, hx=True, lengths=True, dtype="float32")
+    previous = _runtime.selected_isa()
+    outs = []
+    try:
+        for name in LOWP_ISAS:
+            _runtime._set_isa(name)
+            outs.append(m(x, state, lengths=lens))
+    finally:
+        _runtime._set_isa(previous)
+    (y0, (h0, c0)), (y1, (h1, c1)) = outs[0], outs[-1]
+    if precision == "int8":
+        assert np.array_equal(y0, y1) and np.array_equal(h0, h1) and np.array_equal(c0, c1)
+    else:
+        for a, b in ((y0, y1), (h0, h1), (c0, c1)):
+            assert np.abs(a - b).max() <= 1e-6
 
 
 GRAD_BOUND = 2e-2  # bf16 training: max |g - g64| / max |g64| per gradient, on these shapes (docs/api.md)
@@ -114,7 +160,7 @@ GRAD_BOUND = 2e-2  # bf16 training: max |g - g64| / max |g64| per gradient, on t
 
 @pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
 @pytest.mark.parametrize("opts,T,B,I,H", CASES + [(dict(num_layers=3, dropout=0.5, bidirectional=True), 4, 5, 3, 17)])
-def test_bf16_training_within_the_bound(rng, opts, T, B, I, H):
+def test_bf16_training_within_the_bound(rng, lowp_isa, opts, T, B, I, H):
     m = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), precision="bf16", **opts)
     for hx, lengths in ((False, False), (True, True)):
         x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype="float32")
@@ -135,7 +181,7 @@ def test_bf16_training_within_the_bound(rng, opts, T, B, I, H):
 
 
 @pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
-def test_bf16_gradients_same_bits_for_any_thread_count(rng, threads):
+def test_bf16_gradients_same_bits_for_any_thread_count(rng, lowp_isa, threads):
     m = fastlstm.LSTM(17, 40, 2, bidirectional=True, proj_size=7, peephole=True, seed=5, precision="bf16")
     x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
     dy = rng.standard_normal((6, 13, 14)).astype(np.float32)

@@ -61,12 +61,6 @@ PyEngine cpu_engine(const std::string& isa, const std::string& dtype, const std:
   return PyEngine{cpu::make_engine(isa_of(isa), key)};
 }
 
-py::list precision_names(const std::vector<Precision>& ps) {
-  py::list out;
-  for (Precision p : ps) out.append(precision_name(p));
-  return out;
-}
-
 ModelShape make_shape(int input_size, int hidden_size, int num_layers, int proj_size, bool bidirectional, bool bias,
                       bool peephole) {
   if (input_size < 1 || hidden_size < 1 || num_layers < 1 || proj_size < 0 || proj_size >= hidden_size)
@@ -342,11 +336,15 @@ void bind_cpu(py::module_& m) {
   m.def("cpu_engine", &cpu_engine, py::arg("isa"), py::arg("dtype"), py::arg("precision") = "default",
         py::arg("cell") = "lstm");
   m.def(
-      "native_precisions",
+      "precisions",
       [](const std::string& isa, const std::string& dtype) {
-        return precision_names(cpu::native_precisions(isa_of(isa), dtype_of(dtype)));
+        py::list out;
+        for (const cpu::PrecisionSupport& p : cpu::precisions(isa_of(isa), dtype_of(dtype)))
+          out.append(py::make_tuple(precision_name(p.precision), p.native));
+        return out;
       },
-      py::arg("isa"), py::arg("dtype"));
+      py::arg("isa"), py::arg("dtype"),
+      "[(name, native)] of the precisions a family of `isa` runs for `dtype` (native: with its own instructions).");
   m.def("activation", &activation, py::arg("x"), py::arg("which"), py::arg("isa"));
   m.def("cpu_info", &cpu_info);
   m.def(

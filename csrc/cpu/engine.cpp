@@ -39,9 +39,20 @@ bool family_key(DType dtype, Precision p, DType* compute, WeightFormat* weights)
   }
 }
 
+// The family a key runs on with `isa`: the ISA's own, else the widest narrower ISA's; null when none.
+const KernelFamily* family_for(Isa isa, DType dtype, Precision p) {
+  DType compute;
+  WeightFormat weights;
+  if (!family_key(dtype, p, &compute, &weights)) return nullptr;
+  for (int i = static_cast<int>(isa); i >= 0; --i)
+    if (const KernelFamily* f = find_family(static_cast<Isa>(i), compute, weights)) return f;
+  return nullptr;
+}
+
 std::string offers(Isa isa, DType dtype) {
   std::string s;
-  for (Precision p : native_precisions(isa, dtype)) s += std::string(s.empty() ? "" : ", ") + precision_name(p);
+  for (PrecisionSupport p : precisions(isa, dtype))
+    s += std::string(s.empty() ? "" : ", ") + precision_name(p.precision);
   return s;
 }
 
@@ -119,10 +130,7 @@ class CpuEngine final : public Engine {
 
 std::shared_ptr<const Engine> make_engine(Isa isa, const EngineKey& key) {
   if (!isa_supported(isa)) throw std::invalid_argument(std::string("isa: ") + isa_name(isa) + " is not supported here");
-  DType compute;
-  WeightFormat weights;
-  const KernelFamily* f =
-      family_key(key.dtype, key.precision, &compute, &weights) ? find_family(isa, compute, weights) : nullptr;
+  const KernelFamily* f = family_for(isa, key.dtype, key.precision);
   if (!f)
     throw std::invalid_argument(std::string("precision: '") + precision_name(key.precision) +
                                 "' is not available for " + dtype_name(key.dtype) + " on this CPU (" + isa_name(isa) +
@@ -130,13 +138,12 @@ std::shared_ptr<const Engine> make_engine(Isa isa, const EngineKey& key) {
   return std::make_shared<CpuEngine>(*f, key);
 }
 
-std::vector<Precision> native_precisions(Isa isa, DType dtype) {
-  std::vector<Precision> out;
+std::vector<PrecisionSupport> precisions(Isa isa, DType dtype) {
+  std::vector<PrecisionSupport> out;
   for (int i = 0; i < kNumPrecisions; ++i) {
     const auto p = static_cast<Precision>(i);
-    DType compute;
-    WeightFormat weights;
-    if (family_key(dtype, p, &compute, &weights) && find_family(isa, compute, weights)) out.push_back(p);
+    if (const KernelFamily* f = family_for(isa, dtype, p))
+      out.push_back({p, f->isa == isa && (p == Precision::kDefault || f->feature != CpuFeature::kNone)});
   }
   return out;
 }

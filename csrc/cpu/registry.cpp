@@ -9,7 +9,7 @@ namespace fastlstm::cpu {
 extern const KernelFamily kScalarF32, kScalarF64;
 extern const IsaProbes kScalarProbes;
 #if defined(FASTLSTM_HAVE_AVX2)
-extern const KernelFamily kAvx2F32, kAvx2F64;
+extern const KernelFamily kAvx2F32, kAvx2F64, kAvx2Bf16, kAvx2Int8;
 extern const IsaProbes kAvx2Probes;
 #endif
 #if defined(FASTLSTM_HAVE_AVX512)
@@ -22,7 +22,7 @@ namespace {
 const KernelFamily* const kFamilies[] = {
     &kScalarF32, &kScalarF64,
 #if defined(FASTLSTM_HAVE_AVX2)
-    &kAvx2F32,   &kAvx2F64,
+    &kAvx2F32,   &kAvx2F64,   &kAvx2Bf16,   &kAvx2Int8,
 #endif
 #if defined(FASTLSTM_HAVE_AVX512)
     &kAvx512F32, &kAvx512F64, &kAvx512Bf16, &kAvx512Int8,

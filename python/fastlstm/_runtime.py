@@ -53,7 +53,8 @@ def backends() -> dict:
 
     ``{"cpu": {"isa": the selected kernel family, "available_isas": [...], "built_isas": [...],
     "features": optional instructions found (avx512_bf16, avx512_vnni, avx_vnni), "precisions":
-    {"float32": [...], "float64": [...]} (those the CPU runs natively), "kernel_families": [...],
+    {"float32": [...], "float64": [...]} (those the CPU runs), "native_precisions": the same shape (those it
+    runs with their own instructions; the others on AVX2 emulations), "kernel_families": [...],
     "threads": n}, "cuda": None (built without CUDA) or {"built": True, "devices": [...],
     "sequence_engine": False}}``."""
     return _backends.describe()

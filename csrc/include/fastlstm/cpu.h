@@ -12,13 +12,19 @@
 
 namespace fastlstm::cpu {
 
-// The CPU engine for `key` on the kernel families of `isa`. Throws std::invalid_argument naming `precision`
-// (and what this CPU offers) when no family for the key is built and runnable here, or naming `isa` when the
-// ISA is not supported.
+// The CPU engine for `key` on the kernel families of `isa`: the ISA's own family for the key, else (a precision
+// whose instructions this CPU lacks, e.g. bf16 without AVX512_BF16) the widest narrower ISA's. Throws
+// std::invalid_argument naming `precision` (and what this CPU offers) when no family for the key is built and
+// runnable here, or naming `isa` when the ISA is not supported.
 std::shared_ptr<const Engine> make_engine(Isa isa, const EngineKey& key);
 
-// The precisions an engine of `isa` runs natively for a caller's dtype (kDefault first).
-std::vector<Precision> native_precisions(Isa isa, DType dtype);
+// The precisions an engine of `isa` runs for a caller's dtype (kDefault first), and whether natively: on the
+// ISA's own family with the precision's own instructions (vdpbf16ps, vpdpbusd), not a narrower ISA's emulation.
+struct PrecisionSupport {
+  Precision precision;
+  bool native;
+};
+std::vector<PrecisionSupport> precisions(Isa isa, DType dtype);
 
 // A description of every registered kernel family: "avx512 float32/float32 (runnable)".
 std::vector<std::string> describe_families();

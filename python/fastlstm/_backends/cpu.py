@@ -109,10 +109,14 @@ def make_engine(index: int, dtype: str, precision: str | None, cell: str) -> Cpu
     return engine
 
 
-def precisions(isa: str) -> dict[str, list[str]]:
-    """The precisions the CPU engine runs natively on a kernel family, per module dtype."""
-    return {dtype: [own if p == "default" else p for p in _core.native_precisions(isa, dtype)]
-            for dtype, own in (("float32", "fp32"), ("float64", "fp64"))}
+def precisions(isa: str, native_only: bool = False) -> dict[str, list[str]]:
+    """The precisions the CPU engine runs with a kernel family of ``isa`` (natively: with the precision's own
+    instructions, not a narrower ISA's emulation), per module dtype."""
+    out = {}
+    for dtype, own in (("float32", "fp32"), ("float64", "fp64")):
+        runs = _core.precisions(isa, dtype)
+        out[dtype] = [own if p == "default" else p for p, native in runs if native or not native_only]
+    return out
 
 
 def describe() -> dict:
@@ -122,6 +126,7 @@ def describe() -> dict:
         "built_isas": list(_info["built_isas"]),
         "features": list(_info["features"]),
         "precisions": precisions(_isa),
+        "native_precisions": precisions(_isa, native_only=True),
         "kernel_families": list(_info["families"]),
         "threads": _core.get_num_threads(),
     }

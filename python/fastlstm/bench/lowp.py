@@ -219,7 +219,7 @@ def makers(case, inp: _Inputs, threads: int) -> dict:
 def skip_reason(case) -> str | None:
     """Why this CPU cannot run the row's precision, or None."""
     if case.precision not in fastlstm.backends()["cpu"]["precisions"]["float32"]:
-        return f"this CPU does not run {case.precision} natively (no {INSTRUCTIONS.get(case.precision, '?')})"
+        return f"this CPU does not run {case.precision} (neither AVX2 nor {INSTRUCTIONS.get(case.precision, '?')})"
     return None
 
 
@@ -238,7 +238,8 @@ def run_case(case, threads: int, reps: int, warmup: int, desc: str) -> dict:
     ours = f"fastlstm-{case.precision}"
     row: dict = {"name": case.name, "shape": case.shape(), "case": asdict(case), "table": "low precision",
                  "precision": case.precision, "ours": ours, "peers": peers(case), "error_of": ERROR_OF[case.kind],
-                 "flops": flops(case), "sides": {}}
+                 "flops": flops(case), "sides": {},
+                 "native": case.precision in fastlstm.backends()["cpu"]["native_precisions"]["float32"]}
     reason = skip_reason(case)
     if reason:
         return {**row, "status": "skipped", "reason": reason}

@@ -65,6 +65,9 @@ def notes(row: dict, extra: Extra) -> list[str]:
     idle = [f"{e['label']} {fmt_time(e['after_idle_ms'])}" for e in row["sides"].values() if "after_idle_ms" in e]
     if idle:
         out.append(f"{name}: first call after {IDLE_S * 1e3:.0f} ms idle: " + ", ".join(idle))
+    if row.get("native") is False:
+        out.append(f"{name}: fastlstm {row['precision']} runs on its AVX2 emulation here (this CPU lacks the "
+                   "precision's dot-product instructions)")
     if busy(row.get("load")):
         load = row["load"]
         out.append(f"{name}: WARNING: other processes used {load['other_processes_cores']:.1f} cores (the "
@@ -82,7 +85,8 @@ def table(rows: list[dict], extra: Extra) -> list[str]:
 
 
 LEGEND = [
-    "low precision: a row's first line is fastlstm in the row's precision (bf16 needs AVX512_BF16, int8 AVX512_VNNI)",
+    "low precision: a row's first line is fastlstm in the row's precision (natively with AVX512_BF16 / AVX512_VNNI,",
+    "            else on its AVX2 emulation: the notes say which)",
     "ratio       the side's time / fastlstm's low-precision time: above 1, fastlstm's low precision is faster",
     "max err     the side's largest |output - float64 reference| (fastlstm.reference, same weights and inputs),",
     "            where the output is y (inference), dx (training), h after each of 100 steps (the step row)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import os
 import re
 import subprocess
@@ -104,3 +105,34 @@ def test_num_threads_from_the_environment(tmp_path, value, warns):
     assert ("FASTLSTM_NUM_THREADS" in out.stderr) == warns, out.stderr
     if not warns:
         assert out.stdout.strip() == value
+
+
+def test_readme_speed_section_is_a_measured_table(tmp_path):
+    """The Speed section holds tables generated from a benchmark run (tools/speed_table.py), not a placeholder;
+    the generator writes the block it finds and refuses a README without one."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import speed_table
+    finally:
+        sys.path.pop(0)
+    speed = (ROOT / "README.md").read_text().split("## Speed\n", 1)[1].split("\n## ", 1)[0]
+    block = speed.split(speed_table.BEGIN, 1)[1].split(speed_table.END, 1)[0]
+    assert "| configuration | fastlstm | vs torch |" in block and "SPEED_TABLE" not in block
+    assert re.search(r"\| b16-h256: .* \| \d+\.\d\dx \|", block)
+    results = {"machine": {"model_name": "CPU X", "cores": 2, "backends": {"cpu": {"isa": "avx2"}}},
+               "rows": [{"name": "r1", "shape": "T=1", "fastlstm": {"ms": 2.0, "pct_bound": 80.0},
+                         "baselines": {"torch": {"status": "ok", "ratio": 1.5}}}],
+               "low_precision_rows": [{"name": "q", "shape": "T=2", "status": "ok", "ours": "a", "peers": ["b"],
+                                       "native": False,
+                                       "sides": {"a": {"ms": 1.0, "error": {"max_abs": 1e-3}},
+                                                 "b": {"status": "ok", "label": "B", "ratio": 2.0,
+                                                       "error": {"max_abs": 2e-3}}}}]}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{speed_table.BEGIN}\nold\n{speed_table.END}\nrest\n")
+    assert speed_table.main([str(tmp_path / "results.json"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and "| r1: T=1 | 2.00 ms | 1.50x | - | 80% |" in text and text.endswith("rest\n")
+    assert "| q: T=2 (AVX2 emulation) | 1.00 ms (1.0e-03) | B: 2.00x (2.0e-03) | - |" in text
+    readme.write_text("# no block\n")
+    assert speed_table.main([str(tmp_path / "results.json"), "--readme", str(readme)]) == 1

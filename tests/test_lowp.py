@@ -25,17 +25,12 @@ NATIVE = fastlstm.backends()["cpu"]["precisions"]["float32"]  # what this CPU ru
 # without AVX512_BF16 / AVX512_VNNI runs): every test below runs on each.
 LOWP_ISAS = [i for i in _runtime.available_isas() if i != "scalar"]
 BOUND = {"bf16": 1e-2, "int8": 3e-2}  # max |y - y64| on these shapes; docs/api.md states the same
-PRECISIONS = [pytest.param(p, marks=pytest.mark.skipif(p not in NATIVE, reason=f"this CPU does not run {p} natively"))
+PRECISIONS = [pytest.param(p, marks=pytest.mark.skipif(p not in NATIVE, reason=f"this CPU does not run {p}"))
               for p in ("bf16", "int8")]
 
 
-@pytest.fixture(params=LOWP_ISAS)
-def lowp_isa(request):
-    """Selects one kernel family for a low-precision test, restoring the previous one afterwards."""
-    previous = _runtime.selected_isa()
-    _runtime._set_isa(request.param)
-    yield request.param
-    _runtime._set_isa(previous)
+# Runs a test on each of those families through conftest's `isa` fixture.
+on_each_family = pytest.mark.parametrize("isa", LOWP_ISAS, indirect=True)
 
 
 def as64(a):
@@ -51,7 +46,8 @@ def _ref64(m, x, state, lens):
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("opts,T,B,I,H", CASES)
-def test_every_option_within_the_bound(rng, lowp_isa, precision, opts, T, B, I, H):
+@on_each_family
+def test_every_option_within_the_bound(rng, isa, precision, opts, T, B, I, H):
     m = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), precision=precision, **opts)
     for hx, lengths in ((False, False), (True, True)):
         x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype="float32")
@@ -68,7 +64,8 @@ def test_every_option_within_the_bound(rng, lowp_isa, precision, opts, T, B, I, 
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_same_bits_for_any_thread_count_batch_and_call_path(rng, lowp_isa, threads, precision):
+@on_each_family
+def test_same_bits_for_any_thread_count_batch_and_call_path(rng, isa, threads, precision):
     m = fastlstm.LSTM(17, 40, 2, bidirectional=True, proj_size=7, peephole=True, seed=5, precision=precision)
     x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
     runs = []
@@ -85,7 +82,8 @@ def test_same_bits_for_any_thread_count_batch_and_call_path(rng, lowp_isa, threa
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_nan_propagates(lowp_isa, precision):
+@on_each_family
+def test_nan_propagates(isa, precision):
     m = fastlstm.LSTM(4, 8, seed=1, precision=precision)
     x = np.zeros((3, 2, 4), np.float32)
     x[1, 0, 2] = np.nan
@@ -158,9 +156,10 @@ def test_avx2_emulation_gives_the_native_family_s_numbers(rng, precision):
 GRAD_BOUND = 2e-2  # bf16 training: max |g - g64| / max |g64| per gradient, on these shapes (docs/api.md)
 
 
-@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16")
 @pytest.mark.parametrize("opts,T,B,I,H", CASES + [(dict(num_layers=3, dropout=0.5, bidirectional=True), 4, 5, 3, 17)])
-def test_bf16_training_within_the_bound(rng, lowp_isa, opts, T, B, I, H):
+@on_each_family
+def test_bf16_training_within_the_bound(rng, isa, opts, T, B, I, H):
     m = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), precision="bf16", **opts)
     for hx, lengths in ((False, False), (True, True)):
         x, state, lens = _inputs(m, rng, T, B, hx=hx, lengths=lengths, dtype="float32")
@@ -180,8 +179,9 @@ def test_bf16_training_within_the_bound(rng, lowp_isa, opts, T, B, I, H):
             assert err <= GRAD_BOUND, f"{name}: {err:.3g}"
 
 
-@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
-def test_bf16_gradients_same_bits_for_any_thread_count(rng, lowp_isa, threads):
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16")
+@on_each_family
+def test_bf16_gradients_same_bits_for_any_thread_count(rng, isa, threads):
     m = fastlstm.LSTM(17, 40, 2, bidirectional=True, proj_size=7, peephole=True, seed=5, precision="bf16")
     x, state, lens = _inputs(m, rng, 6, 13, lengths=True, dtype="float32")
     dy = rng.standard_normal((6, 13, 14)).astype(np.float32)
@@ -226,7 +226,7 @@ def _errors(y, y64) -> tuple[float, float]:
     return float(np.sqrt(np.mean(e * e))), float(np.abs(e).max())
 
 
-@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16")
 @pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
 def test_bf16_no_worse_than_torch_autocast(seed, T, B, I, H):
     torch, net, x, sd, cfg, y64 = _peer_case(seed, T, B, I, H)
@@ -237,7 +237,7 @@ def test_bf16_no_worse_than_torch_autocast(seed, T, B, I, H):
     assert rms_ours <= rms_torch and max_ours <= 1.25 * max_torch, (rms_ours, rms_torch, max_ours, max_torch)
 
 
-@pytest.mark.skipif("int8" not in NATIVE, reason="this CPU does not run int8 natively")
+@pytest.mark.skipif("int8" not in NATIVE, reason="this CPU does not run int8")
 @pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
 def test_int8_no_worse_than_torch_and_onnxruntime_dynamic_int8(seed, T, B, I, H):
     from oracles import require
@@ -266,7 +266,7 @@ def test_int8_no_worse_than_torch_and_onnxruntime_dynamic_int8(seed, T, B, I, H)
         assert ours[0] <= peer[0] and ours[1] <= 1.25 * peer[1], (ours, peers)
 
 
-@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16 natively")
+@pytest.mark.skipif("bf16" not in NATIVE, reason="this CPU does not run bf16")
 @pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
 def test_bf16_training_no_worse_than_torch_autocast(seed, T, B, I, H):
     """The input and weight gradients of one backward, against the float64 reference's, beside torch's under

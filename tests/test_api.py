@@ -82,9 +82,18 @@ def test_constructor_errors(kw, err, name):
         fastlstm.LSTM(args.pop("input_size"), args.pop("hidden_size"), **args)
 
 
-def test_cuda_device_without_engine_is_a_clear_error():
+def test_cuda_device_without_a_gpu_is_a_clear_error():
+    if fastlstm.backends()["cuda"] and fastlstm.backends()["cuda"]["devices"]:
+        pytest.skip("a CUDA device is visible")
     with pytest.raises(RuntimeError, match="device"):
         fastlstm.LSTM(3, 5, device="cuda")
+
+
+@pytest.mark.parametrize("kw,name", [(dict(precision="int8"), "precision"), (dict(dtype="float64"), "dtype")])
+def test_what_no_cuda_device_runs_is_a_value_error(kw, name):
+    # Checked before the device is looked for: the same error on every build and machine.
+    with pytest.raises(ValueError, match=name):
+        fastlstm.LSTM(3, 5, device="cuda", **kw)
 
 
 def _bad_calls(m):

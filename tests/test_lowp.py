@@ -175,7 +175,10 @@ def test_bf16_training_within_the_bound(rng, isa, opts, T, B, I, H):
         assert np.abs(y - y64).max() <= BOUND["bf16"]
         for name, fast, ref in [("dx", dx, rdx), ("dh0", dh0, rdh0), ("dc0", dc0, rdc0)] + \
                 [(k, m.grads[k], rg[k]) for k in rg]:
-            err = np.abs(fast - ref).max() / max(np.abs(ref).max(), 1e-3)
+            # Relative to the gradient's largest magnitude, floored at 0.25 (the upstream gradients are N(0, 1)):
+            # a gradient whose few terms cancel (H = 1: dc0 = 1.4e-3 from terms near 1) carries the terms' bf16
+            # error, not its own magnitude's. Over 150 seeds of these cases the worst is 1.3e-2.
+            err = np.abs(fast - ref).max() / max(np.abs(ref).max(), 0.25)
             assert err <= GRAD_BOUND, f"{name}: {err:.3g}"
 
 

@@ -50,6 +50,7 @@ REGS_PER_SM = 65536
 TENSOR_CORE_RULES: list[tuple[str, str, str]] = [
     (r"_bf16|bf16_", r"\bHMMA\.\d+\.F32\.BF16\b", "bf16 kernels must use the tensor cores"),
     (r"_f16|f16_|_fp16", r"\bHMMA\.\d+\.F32\b", "fp16 kernels must use the tensor cores"),
+    (r"input_proj_mma_kernel", r"\bHMMA\.\d+\.F32\b", "the tensor-core input projection must use the tensor cores"),
 ]
 # Library kernels allowed to use local memory (none: a stack array or spill in a hot kernel is a bug).
 LOCAL_MEMORY_EXEMPT: list[str] = []
@@ -110,7 +111,8 @@ class Job:
 
 def compile_one(job: Job) -> tuple[Job, int, str]:
     cmd = [
-        "nvcc", "-std=c++20", "-c", "-Icuda", "-Icuda/include", "-Icuda/testing", *gencodes(job.archs),
+        "nvcc", "-std=c++20", "-c", "-Icuda", "-Icuda/include", "-Icsrc/include", "-Icuda/testing",
+        *gencodes(job.archs),
         "-Werror", "all-warnings", "-Xptxas", job.ptxas, *job.extra, "-o", str(job.out), job.src,
     ]  # fmt: skip
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -200,7 +202,7 @@ def main() -> int:
         if lib and budget is None:
             failures.append(f"{names[k.name]}: no budget (add its plan to cuda/testing/budgets.cpp)")
         threads = budget["threads"] if budget else 32
-        dyn = budget["dynamic_smem"] if budget else 0
+        dyn = budget["dynamic_smem"][k.arch.rstrip("a")] if budget else 0  # the plan on that architecture's device
         print(f"{short(k.name):<70} {k.arch:>5} {k.registers:>5} {threads:>7} {k.registers * threads:>8} "
               f"{k.smem:>7} {dyn:>7} {k.stack:>5} {k.spill_stores + k.spill_loads:>5}")
         if k.registers * threads > REGS_PER_SM:

@@ -2,8 +2,10 @@
 """The GPU benchmark rows of tools/gpu_check.sh, timed with CUDA events, written as one JSON file.
 
 Rows today: the fused cell kernel (cuda/testing/gpu/gpu_cell.cu, kernel time alone) and, when torch with CUDA
-is importable, torch's eager elementwise equivalent on the same shapes. The sequence engine adds its rows by
-appending a function to ROWS (it gets the arguments and returns a list of dicts).
+is importable, torch's eager elementwise equivalent on the same shapes; the sequence engine's inference
+(fastlstm.LSTM(device="cuda"), numpy in and out) against torch.nn.LSTM on CUDA (cuDNN) in fp32 and fp16, both
+timed from numpy to numpy (host copies included on both sides), and torch's device-only time with CUDA events.
+A row family is a function in ROWS (it gets the arguments and returns a list of dicts).
 
 Usage: gpu_bench.py --driver PATH/gpu_cell --out bench.json [--repeats N]
 """
@@ -62,8 +64,78 @@ def torch_cell_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+SEQ_SHAPES = [(100, 1, 256), (100, 16, 512), (100, 64, 1024), (1024, 16, 768), (50, 256, 1024)]  # T, B, H (I = H)
+
+
+def _median_ms(fn, repeats: int) -> tuple[float, float]:
+    import time
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2], times[0]
+
+
+def sequence_rows(args: argparse.Namespace) -> list[dict]:
+    import numpy as np
+
+    import fastlstm
+
+    rows = []
+    for T, B, H in SEQ_SHAPES:
+        x = np.random.default_rng(1).standard_normal((T, B, H)).astype(np.float32)
+        for precision in (None, "bf16"):
+            m = fastlstm.LSTM(H, H, device="cuda", precision=precision, seed=1)
+            med, best = _median_ms(lambda m=m, x=x: m(x), args.repeats)
+            rows.append({"row": f"lstm-T{T}-B{B}-H{H}", "impl": f"fastlstm-{precision or 'fp32'}", "median_ms":
+                         round(med, 4), "min_ms": round(best, 4), "numpy_to_numpy": True})  # fmt: skip
+    return rows
+
+
+def torch_sequence_rows(args: argparse.Namespace) -> list[dict]:
+    try:
+        import torch
+    except ImportError:
+        return [{"row": "lstm", "impl": "torch", "skipped": "torch not importable"}]
+    if not torch.cuda.is_available():
+        return [{"row": "lstm", "impl": "torch", "skipped": "torch has no CUDA device"}]
+    import numpy as np
+
+    rows = []
+    for T, B, H in SEQ_SHAPES:
+        x = np.random.default_rng(1).standard_normal((T, B, H)).astype(np.float32)
+        for dt in (torch.float32, torch.float16):
+            lstm = torch.nn.LSTM(H, H).cuda().to(dt)
+            xd = torch.from_numpy(x).cuda().to(dt)
+            with torch.no_grad():
+                def call(lstm=lstm, x=x, dt=dt):
+                    return lstm(torch.from_numpy(x).cuda().to(dt))[0].float().cpu().numpy()
+
+                med, best = _median_ms(call, args.repeats)
+                times = []
+                for _ in range(args.repeats):
+                    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    t0.record()
+                    lstm(xd)
+                    t1.record()
+                    t1.synchronize()
+                    times.append(t0.elapsed_time(t1))
+            times.sort()
+            name = "fp32" if dt == torch.float32 else "fp16"
+            rows.append({"row": f"lstm-T{T}-B{B}-H{H}", "impl": f"torch-cudnn-{name}", "median_ms": round(med, 4),
+                         "min_ms": round(best, 4), "numpy_to_numpy": True,
+                         "device_only_median_ms": round(times[len(times) // 2], 4),
+                         "torch": torch.__version__})  # fmt: skip
+    return rows
+
+
 # The extension point: each function returns rows (dicts with at least "row" and "impl").
-ROWS: list[Callable[[argparse.Namespace], list[dict]]] = [cell_rows, torch_cell_rows]
+ROWS: list[Callable[[argparse.Namespace], list[dict]]] = [cell_rows, torch_cell_rows, sequence_rows,
+                                                          torch_sequence_rows]
 
 
 def main() -> int:
@@ -87,7 +159,10 @@ def main() -> int:
     with open(args.out, "w") as f:
         json.dump(doc, f, indent=1)
     for r in rows:
-        if "median_us" in r:
+        if "median_ms" in r:
+            print(f"{r['row']:<24} {r['impl']:<20} {r['median_ms']:10.4f} ms (numpy to numpy)"
+                  + (f", device only {r['device_only_median_ms']:.4f} ms" if "device_only_median_ms" in r else ""))
+        elif "median_us" in r:
             print(f"{r['row']:<18} {r['impl']:<12} B={r['B']:<6} H={r['H']:<5} peep={r['peephole']!s:<5} "
                   f"{r['median_us']:9.2f} us {r['GBps']:7.1f} GB/s")  # fmt: skip
         else:

@@ -10,23 +10,12 @@
 #include <vector>
 
 #include "bindings/arrays.h"
+#include "bindings/engine.h"
 #include "bindings/module.h"
 #include "fastlstm/cpu.h"
 
 namespace fastlstm::bindings {
 namespace {
-
-// An engine and the objects it makes, as Python holds them (immutable, shared by concurrent calls).
-struct PyEngine {
-  std::shared_ptr<const Engine> engine;
-};
-struct PyWeights {
-  std::shared_ptr<const PackedWeights> weights;
-};
-struct PySaved {
-  std::shared_ptr<const SavedState> state;
-  py::object buffer;  // the caller's array the state lives in (None: the engine's own memory)
-};
 
 // A caller's buffer for a saved state: a writable, C-contiguous uint8 numpy array (64-byte aligned: the engine
 // checks). -> (pointer, bytes).
@@ -44,12 +33,16 @@ cpu::Isa isa_of(const std::string& name) {
   return isa;
 }
 
+}  // namespace
+
 DType dtype_of(const std::string& name) {
   DType t;
   if (!dtype_from_name(name.c_str(), &t) || (t != DType::kF32 && t != DType::kF64))
     value_error("dtype: expected 'float32' or 'float64', got '" + name + "'");
   return t;
 }
+
+namespace {
 
 PyEngine cpu_engine(const std::string& isa, const std::string& dtype, const std::string& precision,
                     const std::string& cell) {
@@ -107,12 +100,7 @@ PyWeights pack(const PyEngine& e, const ModelShape& s, const py::list& layers, b
   return PyWeights{e.engine->pack(s, raw.data(), training)};
 }
 
-// A call's arguments and its outputs, allocated in x's layout (the engine checks the memory the call needs
-// before it writes any: an allocation the machine cannot back fails then, not when first touched).
-struct ForwardIo {
-  ForwardArgs a;
-  py::array y, h_n, c_n;
-};
+}  // namespace
 
 ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
                      const py::object& c0, const py::object& lengths, bool batch_first, int num_threads) {
@@ -149,6 +137,8 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
   a.num_threads = num_threads > 0 ? num_threads : cpu::default_num_threads();
   return io;
 }
+
+namespace {
 
 py::tuple forward(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0, const py::object& c0,
                   const py::object& lengths, bool batch_first, int num_threads) {

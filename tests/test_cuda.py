@@ -119,3 +119,74 @@ def test_sequence_engine_refuses_training_and_foreign_pointers():
                  [{k: v for k, v in m.config.layer_params(m.state_dict(), 0, 0).items()}])
     with pytest.raises(ValueError, match="x: not memory of cuda:0"):  # host pointers into the device engine
         eng.forward(w, np.zeros((2, 1, 3), np.float32), None, None, None, False)
+
+
+def _torch_cuda():
+    torch = pytest.importorskip("torch")
+    if not _has_gpu() or not torch.cuda.is_available():
+        pytest.skip("no CUDA device visible to fastlstm and torch")
+    return torch
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_dlpack_arrays_stay_on_the_device(batch_first):
+    torch = _torch_cuda()
+    import fastlstm
+
+    m = fastlstm.LSTM(6, 20, num_layers=2, bidirectional=True, proj_size=7, batch_first=batch_first,
+                      device="cuda", seed=4)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 6) if batch_first else (5, 3, 6)).astype(np.float32)
+    h0 = rng.standard_normal((4, 3, 7)).astype(np.float32)
+    c0 = rng.standard_normal((4, 3, 20)).astype(np.float32)
+    lens = np.array([5, 2, 4])
+    y, (h, c) = m(x, (h0, c0), lengths=lens)  # the numpy path: the reference of this test
+    xt = torch.from_numpy(x).cuda()
+    yt, (ht, ct) = m(xt, (torch.from_numpy(h0).cuda(), torch.from_numpy(c0).cuda()), lengths=lens)
+    for got, want in ((yt, y), (ht, h), (ct, c)):
+        assert isinstance(got, torch.Tensor) and got.device == xt.device and got.dtype == torch.float32
+        np.testing.assert_array_equal(got.cpu().numpy(), want)
+    # A strided x (a transposed view) and unbatched input take the same path.
+    yv, _ = m(xt.transpose(0, 1).contiguous().transpose(0, 1))
+    np.testing.assert_array_equal(yv.cpu().numpy(), m(x)[0])
+    yu, (hu, _) = m(xt[:, 0] if not batch_first else xt[0])
+    assert yu.dim() == 2 and hu.dim() == 2
+
+
+def test_dlpack_errors_name_the_argument():
+    torch = _torch_cuda()
+    import fastlstm
+
+    m = fastlstm.LSTM(3, 4, device="cuda", seed=1)
+    x = torch.zeros(2, 1, 3, device="cuda")
+    with pytest.raises(TypeError, match="x: expected float32"):
+        m(x.double())
+    with pytest.raises(ValueError, match="hx\\[0\\]"):
+        m(x, (np.zeros((1, 1, 4), np.float32), torch.zeros(1, 1, 4, device="cuda")))
+    with pytest.raises(ValueError, match="hx\\[1\\]"):
+        m(x, (torch.zeros(1, 1, 4, device="cuda"), torch.zeros(1, 1, 8, device="cuda")[:, :, ::2]))  # strided
+
+
+def test_torch_drop_in_runs_inference_on_cuda_tensors():
+    torch = _torch_cuda()
+    from fastlstm.torch import LSTM
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(6, 16, num_layers=2, bidirectional=True, batch_first=True)
+    m = LSTM(6, 16, num_layers=2, bidirectional=True, batch_first=True)
+    m.load_state_dict(ref.state_dict())
+    ref, m = ref.cuda(), m.cuda()
+    x = torch.randn(3, 7, 6, device="cuda")
+    with torch.no_grad():
+        y_ref, (h_ref, c_ref) = ref(x)
+        y, (h, c) = m(x)
+        assert y.device == x.device
+        for got, want in ((y, y_ref), (h, h_ref), (c, c_ref)):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        m.weight_hh_l0.data.mul_(0.5)  # a write through .data repacks
+        ref.weight_hh_l0.data.mul_(0.5)
+        torch.testing.assert_close(m(x)[0], ref(x)[0], rtol=1e-4, atol=1e-5)
+        compiled = torch.compile(m, fullgraph=True)
+        torch.testing.assert_close(compiled(x)[0], ref(x)[0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="training on CUDA"):
+        m(x)  # grad enabled and parameters that require it: a training call

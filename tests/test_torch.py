@@ -261,3 +261,11 @@ def test_dropout_follows_torch_manual_seed():
     m.eval()
     with torch.no_grad():
         assert not torch.equal(m(x)[0], outs[1])  # eval mode: no dropout
+
+
+def test_devices_other_than_cpu_and_cuda_are_refused():
+    with pytest.raises(RuntimeError, match="CPU and on CUDA"):
+        LSTM(3, 5, device="meta")
+    m = LSTM(3, 5)
+    with pytest.raises(RuntimeError, match="CPU and on CUDA"):
+        m(torch.zeros(2, 1, 3, device="meta"))

@@ -160,11 +160,19 @@ else
   done
 fi
 
+# ---- the sequence engine under compute-sanitizer (memcheck, racecheck: small shapes, every option) --------
+if [ "$built" -eq 0 ] && command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    stage "sanitizer-forward-$tool" 60 "$san_log" env PYTHONPATH="$work/pkg" compute-sanitizer --tool "$tool" \
+      --error-exitcode 9 "$python" "$root/tools/gpu_forward_smoke.py"
+  done
+fi
+
 # ---- benchmark -----------------------------------------------------------------------------------------
 if [ "$tools_ok" -eq 0 ]; then
-  stage bench 90 "$out/logs/bench.log" "$python" "$root/tools/gpu_bench.py" --driver "$work/gpu_cell" \
-    --out "$out/bench.json"
-  grep -E 'us .* GB/s' "$out/logs/bench.log" | sed 's/^/  /' >> "$summary"
+  stage bench 90 "$out/logs/bench.log" env PYTHONPATH="$work/pkg" "$python" "$root/tools/gpu_bench.py" \
+    --driver "$work/gpu_cell" --out "$out/bench.json"
+  grep -E 'us .* GB/s|ms \(numpy to numpy\)' "$out/logs/bench.log" | sed 's/^/  /' >> "$summary"
   [ -f "$out/bench.json" ] || echo '{"rows": [], "error": "see logs/bench.log"}' > "$out/bench.json"
 else
   note "bench: skipped: the GPU tools did not build"

@@ -5,9 +5,12 @@
 #include <pybind11/pybind11.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "bindings/arrays.h"
+#include "bindings/dlpack.h"
 #include "bindings/engine.h"
 #include "bindings/module.h"
 #if defined(FASTLSTM_HAVE_CUDA)
@@ -110,6 +113,93 @@ py::tuple forward(const PyEngine& e, const PyWeights& w, int index, const py::ar
   return py::make_tuple(io.y, io.h_n, io.c_n);
 }
 
+// Device memory of one output until a capsule takes it over.
+struct Output {
+  void* p = nullptr;
+  int index = 0;
+  std::vector<std::int64_t> shape;
+  Output(std::vector<std::int64_t> s, int i) : index(i), shape(std::move(s)) {
+    std::size_t n = sizeof(float);
+    for (std::int64_t d : shape) n *= static_cast<std::size_t>(d);
+    p = cuda::device_alloc(n, index);
+  }
+  ~Output() { cuda::device_free(p, index); }
+  Output(const Output&) = delete;
+  Output& operator=(const Output&) = delete;
+  py::capsule hand_over() {
+    void* q = p;
+    p = nullptr;  // export_f32 owns it from here on, also when it throws
+    return dlpack::export_f32(
+        q, {dlpack::kDLCUDA, index}, shape, [](void* d, int i) { cuda::device_free(d, i); }, index);
+  }
+};
+
+// A consumed device array of the call: float32 on cuda:index (TypeError / ValueError naming it otherwise).
+std::unique_ptr<dlpack::View> device_view(const py::object& obj, const std::string& name, int index) {
+  auto v = std::make_unique<dlpack::View>(obj, name);
+  const dlpack::DLTensor& t = v->tensor();
+  if (t.device.device_type != dlpack::kDLCUDA || t.device.device_id != index)
+    value_error(name + ": expected an array on cuda:" + std::to_string(index) + " (DLPack device type " +
+                std::to_string(t.device.device_type) + ", id " + std::to_string(t.device.device_id) + ")");
+  if (t.dtype.code != dlpack::kDLFloat || t.dtype.bits != 32 || t.dtype.lanes != 1)
+    type_error(name + ": expected float32");
+  return v;
+}
+
+// DLPack capsules of device arrays in (x strided with a contiguous last axis; h0, c0 C-contiguous or None;
+// lengths a host int64 array or None) -> capsules of new device arrays (y, h_n, c_n), complete when returned
+// (the call waits for its kernels, so any stream of the consumer may read them).
+py::tuple forward_dlpack(const PyEngine& e, const PyWeights& w, int index, const py::object& x, const py::object& h0,
+                         const py::object& c0, const py::object& lengths, bool batch_first) {
+  const ModelShape& s = w.weights->shape;
+  const auto xv = device_view(x, "x", index);
+  const std::vector<std::int64_t> sh = xv->shape(), st = xv->strides();
+  if (sh.size() != 3) value_error("x: expected 3 dimensions");
+  if (sh[2] != s.input_size) value_error("x: expected input size " + std::to_string(s.input_size));
+  if (sh[2] > 1 && st[2] != 1) value_error("x: the last axis must be contiguous");
+  const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
+  if (sh[ta] < 1 || sh[ba] < 1 || sh[ta] > INT32_MAX || sh[ba] > INT32_MAX) value_error("x: expected 1 <= T, B < 2^31");
+  ForwardArgs a;
+  a.weights = w.weights.get();
+  a.T = static_cast<int>(sh[ta]);
+  a.B = static_cast<int>(sh[ba]);
+  a.x = xv->data();
+  a.x_st = sh[ta] > 1 ? st[ta] : 0;
+  a.x_sb = sh[ba] > 1 ? st[ba] : 0;
+  const std::int64_t DL = static_cast<std::int64_t>(s.num_layers) * s.directions(), R = s.out_size();
+  std::unique_ptr<dlpack::View> hv, cv;
+  const auto state = [&](const py::object& obj, const std::string& name, std::int64_t width) {
+    auto v = device_view(obj, name, index);
+    if (v->shape() != std::vector<std::int64_t>{DL, a.B, width} || !v->compact())
+      value_error(name + ": expected a C-contiguous array of shape (" + std::to_string(DL) + ", " +
+                  std::to_string(a.B) + ", " + std::to_string(width) + ")");
+    return v;
+  };
+  if (!h0.is_none()) {
+    hv = state(h0, "hx[0] (h0)", R);
+    a.h0 = hv->data();
+  }
+  if (!c0.is_none()) {
+    cv = state(c0, "hx[1] (c0)", s.hidden_size);
+    a.c0 = cv->data();
+  }
+  if (!lengths.is_none()) a.lengths = checked_int64(lengths, "lengths", a.B);
+  const std::int64_t W = static_cast<std::int64_t>(s.directions()) * R, T = a.T, B = a.B;
+  Output y(batch_first ? std::vector<std::int64_t>{B, T, W} : std::vector<std::int64_t>{T, B, W}, index);
+  Output hn({DL, B, R}, index), cn({DL, B, s.hidden_size}, index);
+  a.y = y.p;
+  a.y_st = batch_first ? W : B * W;
+  a.y_sb = batch_first ? T * W : W;
+  a.h_n = hn.p;
+  a.c_n = cn.p;
+  {
+    py::gil_scoped_release release;
+    e.engine->forward(a);
+    cuda::synchronize(index, nullptr);
+  }
+  return py::make_tuple(y.hand_over(), hn.hand_over(), cn.hand_over());
+}
+
 py::list devices() {
   py::list out;
   const int n = cuda::device_count();
@@ -147,6 +237,9 @@ void bind_cuda(py::module_& m) {
   m.def("cuda_forward", &forward, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("x"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("batch_first"),
         "A CUDA engine's forward on numpy arrays: staged through device memory, results as numpy arrays.");
+  m.def("cuda_forward_dlpack", &forward_dlpack, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("x"),
+        py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("batch_first"),
+        "A CUDA engine's forward on DLPack capsules of device arrays: -> capsules of new device arrays.");
 }
 #else
 void bind_cuda(py::module_& m) { m.attr("cuda_built") = false; }

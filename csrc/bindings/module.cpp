@@ -10,4 +10,5 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastlstm's compiled engines (private: use the fastlstm package)";
   fastlstm::bindings::bind_cpu(m);
   fastlstm::bindings::bind_cuda(m);
+  fastlstm::bindings::bind_dlpack(m);
 }

@@ -5,7 +5,8 @@
 
 namespace fastlstm::bindings {
 
-void bind_cpu(pybind11::module_& m);   // cpu.cpp: the engine seam on the CPU, probes, threads
-void bind_cuda(pybind11::module_& m);  // cuda.cpp: the CUDA library (cuda_built = False without it)
+void bind_cpu(pybind11::module_& m);     // cpu.cpp: the engine seam on the CPU, probes, threads
+void bind_cuda(pybind11::module_& m);    // cuda.cpp: the CUDA library (cuda_built = False without it)
+void bind_dlpack(pybind11::module_& m);  // dlpack.cpp: DLPack capsules (the import's inspection)
 
 }  // namespace fastlstm::bindings

@@ -61,6 +61,8 @@ class _PackedCache:
         self.entries: OrderedDict[tuple, tuple] = OrderedDict()
 
     def get(self, params: list[torch.Tensor], cfg: Config, training: bool) -> F.Weights:
+        if params[0].device.type == "cuda":
+            return self._get_cuda(params, cfg)
         dtype = _dtype(params[0])
         key = (cfg, dtype, tuple(p.data_ptr() for p in params))
         arrays = [p.detach().numpy() for p in params]
@@ -74,6 +76,28 @@ class _PackedCache:
                 return weights
         weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), dtype=dtype, training=training)
         self.entries[key] = (weights, versions, [_bits(a).copy() for a in arrays])
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return weights
+
+    def _get_cuda(self, params: list[torch.Tensor], cfg: Config) -> F.Weights:
+        """As get() for parameters on a GPU, packed for the CUDA engine (inference): the bits are compared on
+        the device (one concatenation and torch.equal), the parameters copied to the host only to pack."""
+        device = params[0].device
+        key = (cfg, "cuda", device.index, tuple(p.data_ptr() for p in params))
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        versions = tuple(p._version for p in params)
+        cached = self.entries.get(key)
+        if cached is not None:
+            weights, seen, bits = cached
+            if seen == versions and torch.equal(flat, bits):
+                self.entries.move_to_end(key)
+                return weights
+        arrays = [p.detach().cpu().numpy() for p in params]
+        weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), device=f"cuda:{device.index or 0}",
+                         dtype=_dtype(params[0]))
+        self.entries[key] = (weights, versions, flat)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
@@ -124,6 +148,20 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, params: list[torch
     if tape is not None and tape.dropout_masks is not None:
         masks = torch.from_numpy(np.stack(tape.dropout_masks))
     return torch.from_numpy(y), torch.from_numpy(h_n), torch.from_numpy(c_n), reserve, masks
+
+
+@lstm.register_kernel("cuda")
+def _lstm_cuda(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, train):
+    """CUDA tensors: the CUDA engine through DLPack (results on x's device, no host copies); inference only."""
+    if train:
+        raise RuntimeError("fastlstm.torch.LSTM: training on CUDA tensors is not available in this version; "
+                           "inference runs there under torch.no_grad() or torch.inference_mode()")
+    cfg = _config(tuple(config), dropout)
+    weights = _cache.get(params, cfg, False)
+    lens = None if lengths is None else lengths.numpy()
+    y, (h_n, c_n), _ = F.forward(weights, x.detach(), (h0.detach().contiguous(), c0.detach().contiguous()),
+                                 lengths=lens)
+    return y, h_n, c_n, x.new_empty(0, dtype=torch.uint8), x.new_empty(0)
 
 
 @lstm.register_fake

@@ -16,7 +16,9 @@ Shapes are those of fastlstm.LSTM (docs/api.md): x (T, B, I), (B, T, I) with con
 unbatched (T, I); hx = (h0 (D*L, B, H_out), c0 (D*L, B, H)), without the B axis for unbatched input. Arrays
 are converted to the weights' dtype (float16/32/64 accepted; integer, bool, complex and object arrays raise
 TypeError naming the argument). Packed weights are immutable and do not follow later changes of ``params``:
-pack again after an update.
+pack again after an update. On a CUDA device, x (and hx) may also be device arrays of any DLPack framework
+(torch, cupy, jax: float32, hx C-contiguous): the results are then new arrays of x's framework on the same
+device, without host copies; lengths stay a host array.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ def as_numpy(name: str, value) -> np.ndarray:
         return np.asarray(value)
     except Exception as exc:  # ragged lists, objects without __array__ ...
         raise TypeError(f"{name}: cannot be read as an array ({exc})") from None
+
+
+_KDL_CUDA = 2  # DLPack's device type of CUDA memory
+
+
+def device_array(weights, value) -> bool:
+    """Whether ``value`` is a DLPack array in CUDA memory that ``weights``' engine takes as it is."""
+    if weights.device == "cpu" or isinstance(value, np.ndarray) or not hasattr(value, "__dlpack_device__"):
+        return False
+    return value.__dlpack_device__()[0] == _KDL_CUDA
 
 
 def float_array(name: str, value, dtype: np.dtype) -> np.ndarray:
@@ -158,10 +170,13 @@ def _state(weights: Weights, hx, B: int, unbatched: bool):
     shapes = ((DL, c.out_size), (DL, c.hidden_size)) if unbatched else ((DL, B, c.out_size), (DL, B, c.hidden_size))
     out = []
     for name, a, shape in zip(("hx[0] (h0)", "hx[1] (c0)"), hx, shapes, strict=True):
-        a = float_array(name, a, weights.dtype)
-        if a.shape != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-        out.append(np.ascontiguousarray(a[:, None, :] if unbatched else a))
+        on_device = device_array(weights, a)  # its engine checks dtype and layout
+        if not on_device:
+            a = float_array(name, a, weights.dtype)
+        if tuple(a.shape) != shape:
+            raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
+        a = a[:, None, :] if unbatched else a
+        out.append(a if on_device else np.ascontiguousarray(a))
     return out[0], out[1]
 
 
@@ -199,19 +214,22 @@ def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, 
     Raises TypeError / ValueError naming the argument (x, hx[0] (h0), hx[1] (c0), lengths, dropout_masks),
     MemoryError when the call needs more memory than the machine has."""
     c = weights.config
-    x = float_array("x", x, weights.dtype)
-    if x.ndim not in (2, 3):
-        raise ValueError(f"x: expected (T, B, I), (B, T, I) with batch_first, or unbatched (T, I); got shape {x.shape}")
-    if x.shape[-1] != c.input_size:
-        raise ValueError(f"x: expected input size {c.input_size} in the last axis, got shape {x.shape}")
-    unbatched = x.ndim == 2
+    on_device = device_array(weights, x)
+    if not on_device:
+        x = float_array("x", x, weights.dtype)
+    shape = tuple(x.shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"x: expected (T, B, I), (B, T, I) with batch_first, or unbatched (T, I); got shape {shape}")
+    if shape[-1] != c.input_size:
+        raise ValueError(f"x: expected input size {c.input_size} in the last axis, got shape {shape}")
+    unbatched = len(shape) == 2
     batch_first = c.batch_first and not unbatched
     x3 = x[:, None, :] if unbatched else x
     T, B = (x3.shape[1], x3.shape[0]) if batch_first else x3.shape[:2]
     if T < 1:
-        raise ValueError(f"x: the sequence length T must be >= 1, got shape {x.shape}")
+        raise ValueError(f"x: the sequence length T must be >= 1, got shape {shape}")
     if B < 1:
-        raise ValueError(f"x: the batch size B must be >= 1, got shape {x.shape}")
+        raise ValueError(f"x: the batch size B must be >= 1, got shape {shape}")
     h0, c0 = _state(weights, hx, B, unbatched)
     if lengths is not None:
         if unbatched:
@@ -224,7 +242,7 @@ def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, 
         # Values are the engine's to check (each in [1, T]); an unsigned value past int64 stays out of range.
         lengths = np.ascontiguousarray(np.minimum(lengths, T + 1) if lengths.dtype.kind == "u" else lengths,
                                        dtype=np.int64)
-    if x3.strides[-1] != x3.itemsize:
+    if not on_device and x3.strides[-1] != x3.itemsize:
         x3 = np.ascontiguousarray(x3)
     if train:
         if not weights.training:

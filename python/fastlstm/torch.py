@@ -63,8 +63,10 @@ class LSTM(nn.Module):
          proj_size=0, device=None, dtype=None, *, peephole=False)
 
     Arguments, parameters, forward(input, hx=None) and its outputs are torch.nn.LSTM's (help(torch.nn.LSTM));
-    ``peephole=True`` adds the parameters peephole_{i,f,o}_l{k}{sfx} of shape (hidden_size,). device must be
-    None or the CPU; dtype float32 (the default) or float64.
+    ``peephole=True`` adds the parameters peephole_{i,f,o}_l{k}{sfx} of shape (hidden_size,). device: the CPU
+    or a CUDA device (.cuda() / .to("cuda") move it too): CUDA tensors run inference on fastlstm's CUDA engine
+    (float32; under torch.no_grad() or torch.inference_mode(): training there raises RuntimeError in this
+    version); dtype float32 (the default) or float64.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -78,10 +80,9 @@ class LSTM(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size, self.peephole = bidirectional, proj_size, peephole
-        if device is not None and torch.device(device).type != "cpu":
-            raise RuntimeError(f"device={device!r}: this version of fastlstm runs on the CPU (its CUDA sequence "
-                               "engine is not part of it)")
-        factory = {"dtype": dtype or torch.get_default_dtype()}
+        if device is not None and torch.device(device).type not in ("cpu", "cuda"):
+            raise RuntimeError(f"device={device!r}: fastlstm runs on the CPU and on CUDA devices")
+        factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
         self._flat_weights_names = list(cfg.param_shapes())
         for name, shape in cfg.param_shapes().items():
             self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
@@ -149,8 +150,11 @@ class LSTM(nn.Module):
                 raise TypeError(f"input: expected a tensor or PackedSequence, got {type(x).__name__}")
             if x.dim() not in (2, 3):
                 raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {x.dim()}D instead")
-        if x.device.type != "cpu":
-            raise RuntimeError("input: this version of fastlstm runs on the CPU (CUDA tensors need its CUDA engine)")
+        if x.device.type not in ("cpu", "cuda"):
+            raise RuntimeError(f"input: fastlstm runs on the CPU and on CUDA devices, not {x.device.type}")
+        if any(p.device != x.device for p in self._flat_weights):
+            raise RuntimeError(f"input: on {x.device}, the parameters on {self._flat_weights[0].device} "
+                               "(move the module with .to(device))")
         unbatched = x.dim() == 2
         c = self.config
         DL = c.num_layers * c.num_directions

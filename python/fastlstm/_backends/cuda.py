@@ -1,13 +1,17 @@
 """The CUDA side of the seam: the CUDA sequence engine (built when nvcc was found at build time).
 
-Inference only in this version: pack, forward (numpy arrays in, staged through device memory, numpy arrays
-out) and therefore ``step``; precisions fp32 (None), tf32, bf16 and fp16, parameters kept in float32.
-Training, float64 modules and int8 raise with a message that says so.
+Inference only in this version: pack, forward and therefore ``step``; precisions fp32 (None), tf32, bf16 and
+fp16, parameters kept in float32. Training, float64 modules and int8 raise with a message that says so.
+Arrays: numpy in -> staged through device memory -> numpy out; device arrays of any DLPack framework in
+(torch, cupy, jax; taken with __dlpack__(stream=1), the legacy default stream the kernels run on) -> new
+device arrays of x's framework out, complete when returned (the call waits for its kernels).
 """
 
 from __future__ import annotations
 
 import functools
+
+import numpy as np
 
 from .. import _core
 
@@ -52,7 +56,12 @@ class CudaEngine:
         return self.core.pack(_shape(config), layers, False)
 
     def forward(self, packed, x3, h0, c0, lengths, batch_first):
-        return _core.cuda_forward(self.core, packed, self.index, x3, h0, c0, lengths, batch_first)
+        if isinstance(x3, np.ndarray):
+            return _core.cuda_forward(self.core, packed, self.index, x3, h0, c0, lengths, batch_first)
+        caps = [_capsule(name, a) for name, a in (("x", x3), ("hx[0] (h0)", h0), ("hx[1] (c0)", c0))]
+        out = _core.cuda_forward_dlpack(self.core, packed, self.index, *caps, lengths, batch_first)
+        wrap = _importer(x3)
+        return tuple(wrap(_Exported(c, self.index)) for c in out)
 
     def forward_train(self, *args, **kwargs):
         raise _training_error(self.device)
@@ -67,6 +76,51 @@ class CudaEngine:
         if train:
             raise _training_error(self.device)
         return self.core.sizes(_shape(config), T, B, False)
+
+
+def _capsule(name: str, a):
+    """A DLPack capsule of ``a`` (None stays None): device arrays made ready for the legacy default stream."""
+    if a is None:
+        return None
+    if not hasattr(a, "__dlpack__"):
+        raise TypeError(f"{name}: expected a DLPack array (torch, cupy, jax) like x, got {type(a).__name__}")
+    return a.__dlpack__(stream=1) if a.__dlpack_device__()[0] == 2 else a.__dlpack__()
+
+
+class _Exported:
+    """One result as a DLPack producer, for the caller's framework's from_dlpack (consumed once)."""
+
+    __slots__ = ("capsule", "index")
+
+    def __init__(self, capsule, index: int):
+        self.capsule, self.index = capsule, index
+
+    def __dlpack__(self, stream=None, max_version=None, dl_device=None, copy=None):
+        capsule, self.capsule = self.capsule, None
+        if capsule is None:
+            raise BufferError("this fastlstm result was already taken by a from_dlpack")
+        return capsule  # complete already: the call waited for its kernels, so any stream may read it
+
+    def __dlpack_device__(self):
+        return (2, self.index)
+
+
+def _importer(x):
+    """The from_dlpack of x's framework; any other producer gets the DLPack objects themselves."""
+    framework = type(x).__module__.split(".")[0]
+    if framework == "torch":
+        import torch
+
+        return torch.from_dlpack
+    if framework == "cupy":
+        import cupy
+
+        return cupy.from_dlpack
+    if framework in ("jax", "jaxlib"):
+        import jax.dlpack
+
+        return jax.dlpack.from_dlpack
+    return lambda exported: exported
 
 
 def _precision_name(dtype: str, precision: str | None) -> str:

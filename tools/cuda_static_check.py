@@ -51,6 +51,8 @@ TENSOR_CORE_RULES: list[tuple[str, str, str]] = [
     (r"_bf16|bf16_", r"\bHMMA\.\d+\.F32\.BF16\b", "bf16 kernels must use the tensor cores"),
     (r"_f16|f16_|_fp16", r"\bHMMA\.\d+\.F32\b", "fp16 kernels must use the tensor cores"),
     (r"input_proj_mma_kernel", r"\bHMMA\.\d+\.F32\b", "the tensor-core input projection must use the tensor cores"),
+    (r"recurrence_kernelILNS\d+_7OperandE[123]", r"\bHMMA\.\d+\.F32\b",
+     "the tf32 / bf16 / fp16 recurrence must run its step GEMM on the tensor cores"),
 ]
 # Library kernels allowed to use local memory (none: a stack array or spill in a hot kernel is a bug).
 LOCAL_MEMORY_EXEMPT: list[str] = []

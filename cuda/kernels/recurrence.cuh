@@ -4,8 +4,8 @@
 // into shared memory once and stay there for all T steps ("on chip"); when they do not fit (the plan says),
 // the same kernel reads them from global memory (L2) every step instead. Per step:
 //   gates   every (b, gate, unit): z[t, b] + h_{t-1}[b] . W_hh[row]: h_{t-1} of a chunk of rows is staged
-//           in shared memory (rounded to the operand format once), then a warp takes one W_hh row and 4 batch
-//           rows, lanes over k, so each weight read from shared memory feeds 4 FMAs
+//           in shared memory in the operand format, then the block's rows x staged rows GEMM runs on the
+//           tensor cores (tf32 / bf16 / fp16) or the FMA units (fp32): recurrence_gates.cuh
 //   cell    c_t, h_t (or m_t = o * tanh(c_t) with a projection) for the block's units, fused (cells/lstm.cuh)
 //   [proj   grid barrier; h_t[b, p] = m_t[b] . W_hr[p] for the block's p]
 //   grid barrier: h_t is complete for every block's next step.
@@ -23,6 +23,7 @@
 #include "common/plan.h"
 #include "common/primitives.cuh"
 #include "kernels/operand.cuh"
+#include "kernels/recurrence_gates.cuh"
 
 namespace fastlstm::cuda::detail {
 
@@ -57,14 +58,12 @@ __host__ __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ inline int imax(int a, int b) { return a > b ? a : b; }
 
 // The dynamic shared memory of one block: [W_hh slice 4U x R][W_hr slice Up x H] (when on chip), then the
-// staged h rows [batch_chunk][R] and the gate sums [batch_chunk][4U], floats.
+// staged h rows [batch_chunk][R] (operand format) and the gate sums [batch_chunk][4U] (floats).
 template <class Storage>
 __host__ __device__ inline std::size_t rec_weight_bytes(int U, int Up, int R, int H) {
   return align16(sizeof(Storage) * 4 * static_cast<std::size_t>(U) * R) +
          align16(sizeof(Storage) * static_cast<std::size_t>(Up) * H);
 }
-
-constexpr int kRecRowsPerWarp = 4;  // batch rows per warp task (register tile)
 
 // Warp-wide dot of a weight row with an activation row (the activation rounded to the operand format);
 // every lane returns the sum. Lanes take k = lane, lane + 32, ...: consecutive addresses in both rows.
@@ -92,8 +91,10 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_kernel(RecurrencePa
   const Storage* whr_g = p.P > 0 ? p.w_hr + static_cast<std::int64_t>(d) * p.P * H : nullptr;
   Storage* whh_s = reinterpret_cast<Storage*>(smem);
   Storage* whr_s = reinterpret_cast<Storage*>(smem + align16(sizeof(Storage) * 4 * static_cast<std::size_t>(U) * R));
-  float* hs = reinterpret_cast<float*>(smem + (p.weights_in_smem ? rec_weight_bytes<Storage>(U, Up, R, H) : 0));
-  float* acc = hs + static_cast<std::int64_t>(p.batch_chunk) * R;
+  unsigned char* const staging = smem + (p.weights_in_smem ? rec_weight_bytes<Storage>(U, Up, R, H) : 0);
+  Storage* hs = reinterpret_cast<Storage*>(staging);
+  float* acc =
+      reinterpret_cast<float*>(staging + align16(sizeof(Storage) * static_cast<std::size_t>(p.batch_chunk) * R));
   // Row r = gate * uact + u of this block's W_hh slice, and row q of its W_hr slice.
   const auto whh_row = [&](int r) -> const Storage* {
     const int gate = r / uact, u = r - gate * uact;
@@ -142,23 +143,12 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_kernel(RecurrencePa
     };
     for (int b0 = 0; b0 < B && uact > 0; b0 += p.batch_chunk) {
       const int nb = imin(p.batch_chunk, B - b0), rows = 4 * uact;
-      for (int e = tid; e < nb * R; e += nthreads) hs[e] = OperandTraits<Op>::round(hprev[b0 * R + e]);
+      for (int e = tid; e < nb * R; e += nthreads) hs[e] = OperandTraits<Op>::store(hprev[b0 * R + e]);
       __syncthreads();
-      const int quads = (nb + kRecRowsPerWarp - 1) / kRecRowsPerWarp;
-      for (int o = warp; o < quads * rows; o += nwarps) {
-        const int qd = o / rows, r = o - qd * rows, bq = qd * kRecRowsPerWarp;
-        const Storage* wr = whh_row(r);
-        float v[kRecRowsPerWarp] = {};
-        for (int k = lane; k < R; k += 32) {
-          const float wk = OperandTraits<Op>::load(wr[k]);
-          for (int i = 0; i < kRecRowsPerWarp; ++i) {
-            if (bq + i < nb) v[i] += wk * hs[(bq + i) * R + k];
-          }
-        }
-        for (int i = 0; i < kRecRowsPerWarp; ++i) {
-          for (int off = 16; off > 0; off >>= 1) v[i] += __shfl_xor_sync(0xffffffffu, v[i], off);
-          if (lane == 0 && bq + i < nb) acc[(bq + i) * 4 * U + r] = v[i];
-        }
+      if constexpr (kRecTensorCores<Op>) {
+        gates_mma<Op>(whh_row, hs, nb, R, rows, acc, 4 * U, warp, nwarps, lane);
+      } else {
+        gates_simt<Op>(whh_row, hs, nb, R, rows, acc, 4 * U, warp, nwarps, lane);
       }
       __syncthreads();
       for (int e = tid; e < nb * uact; e += nthreads) {

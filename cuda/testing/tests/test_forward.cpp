@@ -234,6 +234,7 @@ std::vector<Case> cases() {
       {shape(6, 11, 2, true, 5, true), 5, 4, true, true, true},              // + projection, peepholes, batch_first
       {shape(3, 10, 1, false, 0, false, false), 1, 1, false, false, false},  // T = 1, B = 1, no bias
       {shape(70, 33, 1, false, 7), 4, 2, true, false, true},                 // K > one slice, P < H
+      {shape(9, 20, 1, true), 3, 11, false, true, true},  // B = 11: two batch tiles of the mma, the second partial
   };
 }
 
@@ -249,7 +250,7 @@ EMU_TEST(forward_f32_matches_float64) {
 EMU_TEST(forward_low_precision_matches_float64) {
   if (emu::detail::kTsan) return;
   std::uint64_t seed = 100;
-  for (const Case& c : {cases()[1], cases()[2], cases()[4]}) {
+  for (const Case& c : {cases()[1], cases()[2], cases()[4], cases()[5]}) {
     // Each also differs from fp32 by more than fp32's tolerance: the operands really are rounded.
     CHECK(check_forward<cd::Operand::kTF32>(c, kSmall, 3e-3, seed++) > 2e-5);
     CHECK(check_forward<cd::Operand::kBF16>(c, kSmall, 3e-2, seed++) > 2e-4);

@@ -51,3 +51,20 @@ def test_host_arrays_never_take_the_device_path():
                                                    functional.Config(3, 4).param_shapes().items()})
     assert not functional.device_array(w, np.zeros((2, 1, 3), np.float32))
     assert not functional.device_array(w, torch.zeros(2, 1, 3))
+
+
+def test_the_cuda_backends_dlpack_glue():
+    from fastlstm._backends import cuda
+
+    assert cuda._importer(torch.zeros(1)) is torch.from_dlpack  # results come back as the caller's framework's
+    assert cuda._importer(np.zeros(1))("obj") == "obj"  # other producers get the DLPack objects themselves
+    cap = np.zeros(3, np.float32).__dlpack__()
+    exported = cuda._Exported(cap, 1)
+    assert exported.__dlpack_device__() == (2, 1)
+    assert exported.__dlpack__(stream=7) is cap
+    with pytest.raises(BufferError, match="already taken"):
+        exported.__dlpack__()
+    with pytest.raises(TypeError, match="hx\\[0\\]"):
+        cuda._capsule("hx[0] (h0)", [[1.0]])
+    assert cuda._capsule("h0", None) is None
+    assert _core.dlpack_describe(cuda._capsule("h0", np.ones((2, 2), np.float32)))["shape"] == [2, 2]

@@ -5,7 +5,8 @@
 #      tests and the planted bugs, each build catching them its own way (docs/cuda.md).
 #   2. The semantics probe on the model (the GPU half runs in tools/gpu_check.sh).
 #   3. tools/cuda_static_check.py when nvcc is present: warnings and spills as errors, resources against
-#      the plans' budgets, SASS asserts (cuobjdump and nvdisasm from their pip packages).
+#      the plans' budgets, SASS asserts (cuobjdump and nvdisasm from their pip packages); and the GPU tools of
+#      tools/gpu_check.sh built by the same script the GPU run uses (tools/gpu_tools_build.sh).
 # Needs cmake and a C++20 compiler (ninja when present); run inside the CI virtual environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,8 @@ if command -v nvcc > /dev/null; then
   python -m pip install --quiet "nvidia-cuda-cuobjdump>=13,<14" "nvidia-cuda-nvdisasm>=13,<14"
   "$work/emu/emu_budgets" > "$work/budgets.json"
   python tools/cuda_static_check.py --budgets "$work/budgets.json" --work "$work/static"
+  echo "-- the GPU tools of tools/gpu_check.sh, built as the GPU run builds them"
+  tools/gpu_tools_build.sh "$work/gpu_tools"
 else
   echo "nvcc not found: static checks skipped"
 fi

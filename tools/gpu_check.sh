@@ -76,15 +76,7 @@ fi
 export root work arch python
 build_log="$out/logs/build.log"
 tools() {
-  set -e
-  cd "$root"
-  local flags=(-std=c++20 -O2 "-gencode=arch=compute_${arch},code=sm_${arch}" -Icuda -Icuda/include -Icsrc/include
-    -Icuda/testing)
-  nvcc "${flags[@]}" -x cu cuda/testing/probe/probe.cpp -o "$work/probe_gpu"
-  g++ -std=c++20 -O2 -Icuda -Icuda/testing -Icuda/include -Icsrc/include cuda/testing/probe/probe.cpp \
-    -o "$work/probe_emu" -pthread
-  nvcc "${flags[@]}" cuda/testing/gpu/gpu_cell.cu cuda/launch/cell.cu cuda/launch/device.cu \
-    cuda/inst/cell_pointwise_f32.cu -o "$work/gpu_cell"
+  "$root/tools/gpu_tools_build.sh" "$work" "$arch"
 }
 extension() {
   set -e

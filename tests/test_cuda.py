@@ -3,6 +3,8 @@ RuntimeError instead of a crash. The device is queried inside tests only, never 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -62,27 +64,44 @@ SEQ_CASES = [
 SEQ_TOL = {None: 2e-5, "tf32": 3e-3, "bf16": 3e-2, "fp16": 5e-3}
 
 
-@pytest.mark.parametrize("precision", list(SEQ_TOL))
-@pytest.mark.parametrize("opts,T,B,I,H", SEQ_CASES)
-def test_sequence_engine_matches_reference(opts, T, B, I, H, precision):
-    if not _has_gpu():
-        pytest.skip("no CUDA device visible")
+@functools.lru_cache(maxsize=None)
+def _seq_case(index: int):
+    """A case's inputs and its float64 reference (the same for every precision: computed once)."""
+    opts, T, B, I, H = SEQ_CASES[index]
     import fastlstm
 
     rng = np.random.default_rng(T * 7919 + H)
-    m = fastlstm.LSTM(I, H, device="cuda", precision=precision, seed=int(rng.integers(1 << 30)), **opts)
-    c = m.config
+    params = fastlstm.LSTM(I, H, seed=int(rng.integers(1 << 30)), **opts).state_dict()
+    c = fastlstm.LSTM(I, H, **opts).config
     x = rng.standard_normal((B, T, I) if c.batch_first else (T, B, I)).astype(np.float32)
     DL = c.num_layers * c.num_directions
     state = (rng.standard_normal((DL, B, c.out_size)).astype(np.float32),
              rng.standard_normal((DL, B, c.hidden_size)).astype(np.float32))
     lens = rng.integers(1, T + 1, size=B)
-    p64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    runs = []
     for hx, lengths in ((None, None), (state, lens)):
-        y, (h, cn) = m(x, hx, lengths=lengths)
         (y64, (h64, c64)), _ = reference.forward(c, p64, x.astype(np.float64),
                                                   None if hx is None else tuple(a.astype(np.float64) for a in hx),
                                                   lengths=lengths)
+        runs.append((hx, lengths, y64, h64, c64))
+    return params, x, runs
+
+
+@pytest.mark.parametrize("precision", list(SEQ_TOL))
+@pytest.mark.parametrize("index", range(len(SEQ_CASES)))
+def test_sequence_engine_matches_reference(index, precision):
+    if not _has_gpu():
+        pytest.skip("no CUDA device visible")
+    import fastlstm
+
+    opts, T, B, I, H = SEQ_CASES[index]
+    params, x, runs = _seq_case(index)
+    m = fastlstm.LSTM(I, H, device="cuda", precision=precision, **opts)
+    m.load_state_dict(params)
+    c = m.config
+    for hx, lengths, y64, h64, c64 in runs:
+        y, (h, cn) = m(x, hx, lengths=lengths)
         tol = SEQ_TOL[precision] * max(1.0, float(np.abs(c64).max()))
         for name, got, want in (("y", y, y64), ("h_n", h, h64), ("c_n", cn, c64)):
             assert got.dtype == np.float32, name

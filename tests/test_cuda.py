@@ -64,7 +64,7 @@ SEQ_CASES = [
 SEQ_TOL = {None: 2e-5, "tf32": 3e-3, "bf16": 3e-2, "fp16": 5e-3}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _seq_case(index: int):
     """A case's inputs and its float64 reference (the same for every precision: computed once)."""
     opts, T, B, I, H = SEQ_CASES[index]

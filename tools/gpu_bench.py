@@ -25,14 +25,22 @@ def cell_rows(args: argparse.Namespace) -> list[dict]:
     return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
 
 
-def torch_cell_rows(args: argparse.Namespace) -> list[dict]:
-    """torch eager on the same shapes and data layout: the reference point a fused kernel must beat."""
+def _torch_cuda(row: str):
+    """(torch, None) when torch runs on a GPU here, else (None, the skipped row)."""
     try:
         import torch
     except ImportError:
-        return [{"row": "cell_forward_f32", "impl": "torch", "skipped": "torch not importable"}]
+        return None, [{"row": row, "impl": "torch", "skipped": "torch not importable"}]
     if not torch.cuda.is_available():
-        return [{"row": "cell_forward_f32", "impl": "torch", "skipped": "torch has no CUDA device"}]
+        return None, [{"row": row, "impl": "torch", "skipped": "torch has no CUDA device"}]
+    return torch, None
+
+
+def torch_cell_rows(args: argparse.Namespace) -> list[dict]:
+    """torch eager on the same shapes and data layout: the reference point a fused kernel must beat."""
+    torch, skipped = _torch_cuda("cell_forward_f32")
+    if skipped:
+        return skipped
     rows = []
     for B, H in [(64, 1024), (256, 4096), (4096, 4096), (16384, 8192)]:
         g = torch.Generator(device="cuda").manual_seed(7)
@@ -97,12 +105,9 @@ def sequence_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def torch_sequence_rows(args: argparse.Namespace) -> list[dict]:
-    try:
-        import torch
-    except ImportError:
-        return [{"row": "lstm", "impl": "torch", "skipped": "torch not importable"}]
-    if not torch.cuda.is_available():
-        return [{"row": "lstm", "impl": "torch", "skipped": "torch has no CUDA device"}]
+    torch, skipped = _torch_cuda("lstm")
+    if skipped:
+        return skipped
     import numpy as np
 
     rows = []

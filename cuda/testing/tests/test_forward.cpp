@@ -207,15 +207,13 @@ double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std
 }
 
 ModelShape shape(int I, int H, int L = 1, bool bi = false, int P = 0, bool peep = false, bool bias = true) {
-  ModelShape s;
-  s.input_size = I;
-  s.hidden_size = H;
-  s.num_layers = L;
-  s.bidirectional = bi;
-  s.proj_size = P;
-  s.peephole = peep;
-  s.bias = bias;
-  return s;
+  return {.input_size = I,
+          .hidden_size = H,
+          .num_layers = L,
+          .proj_size = P,
+          .bidirectional = bi,
+          .bias = bias,
+          .peephole = peep};
 }
 
 // Small devices, so that blocks own several units and the last owns fewer: 4 SMs with room for the weights,

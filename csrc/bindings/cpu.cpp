@@ -354,7 +354,8 @@ void bind_cpu(py::module_& m) {
         return cpu::read_bandwidth_gbs(which, threads, bytes_per_thread, seconds);
       },
       py::arg("isa"), py::arg("threads"), py::arg("bytes_per_thread"), py::arg("seconds") = 0.2,
-      "Measured read bandwidth (GB/s, all threads) of vector loads sweeping bytes_per_thread on each thread.");
+      "Measured read bandwidth (GB/s, all threads) of vector loads sweeping bytes_per_thread on each thread, "
+      "in alternating directions (as the recurrence reads W_hh).");
   m.def(
       "step_exchange_us",
       [](int threads, std::size_t bytes, int steps) {

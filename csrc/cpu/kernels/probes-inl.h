@@ -23,8 +23,8 @@ double fma_probe_impl(long iterations) {
 }
 
 // Read-bandwidth probe for the benchmark's B = 1 bound: `passes` sweeps over `bytes` at buf (64-byte aligned,
-// a multiple of 8 vectors) with eight independent vector sums, the access pattern of streaming W_hh.
-// Returns the bytes read.
+// a multiple of 8 vectors) with eight independent vector sums, in alternating directions: the access pattern
+// of streaming W_hh, whose steps alternate their order too (recurrence_fwd-inl.h). Returns the bytes read.
 template <class V>
 double read_probe_impl(const void* buf, std::size_t bytes, long passes) {
   using R = typename V::R;
@@ -34,7 +34,8 @@ double read_probe_impl(const void* buf, std::size_t bytes, long passes) {
   R acc[8];
   for (int j = 0; j < 8; ++j) acc[j] = V::zero();
   for (long it = 0; it < passes; ++it) {
-    for (std::size_t i = 0; i < n; i += 8 * V::N) {
+    for (std::size_t k = 0; k < n; k += 8 * V::N) {
+      const std::size_t i = (it & 1) ? n - 8 * V::N - k : k;
 #pragma GCC unroll 8
       for (int j = 0; j < 8; ++j) acc[j] = V::add(acc[j], V::load(p + i + j * V::N));
     }

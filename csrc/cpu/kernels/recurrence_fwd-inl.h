@@ -121,14 +121,30 @@ struct Direction {
     }
   }
 
+  // Calls tile(IntC<nblk>{}, l) over my local unit blocks [l0, l1) in tiles of nblk blocks: two at a time
+  // with few rows (eight FMA chains in flight), first to last or, with `down`, last to first. The blocks
+  // are independent, so the order changes no result. The step alternates it: each step then starts on the
+  // W_hh panels the previous one read last, still in cache when a thread's share outgrows its L2 (a cyclic
+  // pass over such a share misses on every line under LRU replacement; T=100 B=1 H=512 on Zen 5: 1.2x).
+  template <int MR, class F>
+  static void over_blocks(int l0, int l1, bool down, F tile) {
+    if (!down) {
+      int l = l0;
+      if (MR <= 2)
+        for (; l + 2 <= l1; l += 2) tile(IntC<2>{}, l);
+      for (; l < l1; ++l) tile(IntC<1>{}, l);
+    } else {
+      int l = l1;
+      if (MR <= 2)
+        for (; l - 2 >= l0; l -= 2) tile(IntC<2>{}, l - 2);
+      for (; l > l0; --l) tile(IntC<1>{}, l - 1);
+    }
+  }
+
   template <int MR>
   void project_rows(int m0) {
-    const int nbl = nb_end - nb_begin;
-    int l = 0;
-    if (MR <= 2) {  // few rows: two blocks at a time keep eight FMA chains in flight
-      for (; l + 2 <= nbl; l += 2) project_tile<MR, 2>(l, m0);
-    }
-    for (; l < nbl; ++l) project_tile<MR, 1>(l, m0);
+    over_blocks<MR>(0, nb_end - nb_begin, false,
+                    [&](auto nblk, int l) { this->template project_tile<MR, decltype(nblk)::value>(l, m0); });
   }
 
   void project_chunk(int s0, int s1) {
@@ -193,12 +209,10 @@ struct Direction {
 
   // The tiles of rows r0 .. r0+MR-1 over my local unit blocks [l0, l1).
   template <int MR>
-  void step_rows(int l0, int l1, int r0, int mg0, int t, const T* hprev, T* hnext) {
-    int l = l0;
-    if (MR <= 2) {
-      for (; l + 2 <= l1; l += 2) step_tile<MR, 2>(l, r0, mg0, t, hprev, hnext);
-    }
-    for (; l < l1; ++l) step_tile<MR, 1>(l, r0, mg0, t, hprev, hnext);
+  void step_rows(int l0, int l1, bool down, int r0, int mg0, int t, const T* hprev, T* hnext) {
+    over_blocks<MR>(l0, l1, down, [&](auto nblk, int l) {
+      this->template step_tile<MR, decltype(nblk)::value>(l, r0, mg0, t, hprev, hnext);
+    });
   }
 
   // h_next[r][p] = hpre[r] W_hr^T for my projection blocks.
@@ -216,6 +230,7 @@ struct Direction {
 
   void run() {
     T* hbuf[2] = {static_cast<T*>(tk.h[0]), static_cast<T*>(tk.h[1])};
+    const int nbl = nb_end - nb_begin, ngroups = (nbl + step_group - 1) / step_group;
     for (int s0 = 0; s0 < tk.steps; s0 += tk.chunk) {
       const int s1 = s0 + tk.chunk < tk.steps ? s0 + tk.chunk : tk.steps;
       project_chunk(s0, s1);  // my blocks only: no barrier needed before using it
@@ -224,15 +239,17 @@ struct Direction {
         const int t = time_of(s), n = alive(t);
         const T* hprev = hbuf[s & 1];
         T* hnext = hbuf[(s + 1) & 1];
-        if (O::kConvert)  // this step's operands of h_{t-1}: every row, whole (each thread its own copy)
+        const bool down = (s & 1) != 0;  // the block order alternates from step to step (over_blocks)
+        // This step's operands of h_{t-1}: every row, whole (each thread its own copy).
+        if (O::kConvert)
           for (int r = 0; r < n; ++r) O::convert(hprev + r * tk.h_ld, hout, hq + r * O::row_elems(hout), hs + r);
         // My blocks in groups whose W_hh panels stay in L2 while every row tile passes over them: with all my
         // panels in one group a thread re-reads its share of W_hh once per tile of rows, from L3 once that
         // share outgrows L2 (B = 16, H = 512: three passes over 2 MB per step and thread).
-        for (int l0 = 0; l0 < nb_end - nb_begin; l0 += step_group) {
-          const int l1 = l0 + step_group < nb_end - nb_begin ? l0 + step_group : nb_end - nb_begin;
+        for (int j = 0; j < ngroups; ++j) {
+          const int l0 = (down ? ngroups - 1 - j : j) * step_group, l1 = l0 + step_group < nbl ? l0 + step_group : nbl;
           over_rows<V>(n, [&](auto mr, int r0) {
-            this->template step_rows<decltype(mr)::value>(l0, l1, r0, mg0, t, hprev, hnext);
+            this->template step_rows<decltype(mr)::value>(l0, l1, down, r0, mg0, t, hprev, hnext);
           });
         }
         if (tk.P > 0) {

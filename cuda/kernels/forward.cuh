@@ -67,9 +67,18 @@ inline ForwardLayout forward_layout(const ModelShape& s, int T, int B) {
   return w;
 }
 
+// What a training forward keeps of layer k (train.cuh): its output y [T, B, D*R] (for the layers below the
+// last; the last writes io.y), and the cell's saved gates and c (recurrence.cuh's save_gates / save_c).
+struct LayerSave {
+  float* y = nullptr;
+  float* gates = nullptr;
+  float* c = nullptr;
+};
+
+// With `save` (one per layer: training), each layer's output and cell state are kept for backward.
 template <Operand Op, class Exec>
 void forward_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                      const ForwardIO& io, void* workspace) {
+                      const ForwardIO& io, void* workspace, const LayerSave* save = nullptr) {
   const ForwardLayout w = forward_layout(s, io.T, io.B);
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   const int D = s.directions(), H = s.hidden_size, R = s.out_size();
@@ -88,7 +97,7 @@ void forward_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, 
       g.x_st = io.x_st;
       g.x_sb = io.x_sb;
     } else {
-      g.x = reinterpret_cast<const float*>(ws + w.y[(k - 1) % 2]);
+      g.x = save != nullptr ? save[k - 1].y : reinterpret_cast<const float*>(ws + w.y[(k - 1) % 2]);
       g.x_st = static_cast<std::int64_t>(io.B) * D * R;
       g.x_sb = static_cast<std::int64_t>(D) * R;
     }
@@ -124,7 +133,7 @@ void forward_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, 
       r.y_st = io.y_st;
       r.y_sb = io.y_sb;
     } else {
-      r.y = reinterpret_cast<float*>(ws + w.y[k % 2]);
+      r.y = save != nullptr ? save[k].y : reinterpret_cast<float*>(ws + w.y[k % 2]);
       r.y_st = static_cast<std::int64_t>(io.B) * D * R;
       r.y_sb = static_cast<std::int64_t>(D) * R;
     }
@@ -132,6 +141,10 @@ void forward_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, 
     r.c_n = io.c_n + k * layer_c;
     r.hbuf = reinterpret_cast<float*>(ws + w.hbuf);
     r.mbuf = reinterpret_cast<float*>(ws + w.mbuf);
+    if (save != nullptr) {
+      r.save_gates = save[k].gates;
+      r.save_c = save[k].c;
+    }
     if (s.peephole) {
       exec(rplan.launch, recurrence_kernel<Op, true>, r);
     } else {

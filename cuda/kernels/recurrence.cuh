@@ -51,6 +51,11 @@ struct RecurrenceParams {
   float* c_n = nullptr;   // [D, B, H], written; the cell state during the run
   float* hbuf = nullptr;  // workspace [D][2][B, R]
   float* mbuf = nullptr;  // workspace [D][B, H] (projection only)
+  // Training (null otherwise), per row (t, b) of direction d: the post-activation gates i, f, g, o at
+  // save_gates + (t * B + b) * ldz + d * 4H + gate * H + j and c_t at save_c + (t * B + b) * ldz / 4 + d * H + j;
+  // zeros at the positions a row does not run (so sums over every position stay finite).
+  float* save_gates = nullptr;
+  float* save_c = nullptr;
 };
 
 __host__ __device__ inline std::size_t align16(std::size_t n) { return (n + 15) & ~std::size_t{15}; }
@@ -157,6 +162,11 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_kernel(RecurrencePa
         const int t = position(b, &active);
         float* yv = p.y + t * p.y_st + b * p.y_sb + d * R;
         if (!active) {  // frozen: h and c kept, y zero (the projection's columns are handled below)
+          if (p.save_gates != nullptr) {
+            float* sg = p.save_gates + (static_cast<std::int64_t>(t) * B + b) * p.ldz + d * 4 * H + j;
+            for (int q = 0; q < 4; ++q) sg[q * H] = 0.0f;
+            p.save_c[(static_cast<std::int64_t>(t) * B + b) * (p.ldz / 4) + d * H + j] = 0.0f;
+          }
           if (p.P == 0) {
             hnext[b * R + j] = hprev[b * R + j];
             if (last) hn[b * R + j] = hprev[b * R + j];
@@ -166,11 +176,16 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_kernel(RecurrencePa
         }
         const float* zr = p.z + (static_cast<std::int64_t>(t) * B + b) * p.ldz + static_cast<std::int64_t>(d) * 4 * H;
         const float* a = acc + bi * 4 * U;
-        float hv, cv;
+        float hv, cv, gv[4];
         cell_point_f32<kPeephole>(zr[j] + a[u], zr[H + j] + a[uact + u], zr[2 * H + j] + a[2 * uact + u],
                                   zr[3 * H + j] + a[3 * uact + u], cs[b * H + j], kPeephole ? pe[j] : 0.0f,
-                                  kPeephole ? pe[H + j] : 0.0f, kPeephole ? pe[2 * H + j] : 0.0f, &hv, &cv);
+                                  kPeephole ? pe[H + j] : 0.0f, kPeephole ? pe[2 * H + j] : 0.0f, &hv, &cv, gv);
         cs[b * H + j] = cv;
+        if (p.save_gates != nullptr) {
+          float* sg = p.save_gates + (static_cast<std::int64_t>(t) * B + b) * p.ldz + d * 4 * H + j;
+          for (int q = 0; q < 4; ++q) sg[q * H] = gv[q];
+          p.save_c[(static_cast<std::int64_t>(t) * B + b) * (p.ldz / 4) + d * H + j] = cv;
+        }
         if (p.P > 0) {
           mb[b * H + j] = hv;
         } else {

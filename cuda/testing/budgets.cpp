@@ -10,6 +10,7 @@
 #include "kernels/cell_pointwise.cuh"
 #include "kernels/input_proj.cuh"
 #include "kernels/recurrence.cuh"
+#include "kernels/train.cuh"
 
 namespace {
 
@@ -69,6 +70,29 @@ int main() {
               return w;
             },
             {1, 7, 128, 256, 512, 768, 1000, 1024, 2048, 4096, 8192}),
+      // n = H, as the forward's recurrence (the sizes whose dz rows fit: larger H is refused by the plan).
+      worst("recurrence_backward_kernel",
+            [](long long n, const DeviceLimits& dev) {
+              LaunchPlan w;
+              for (int D : {1, 2}) {
+                for (int B : {1, 16, 256, 4096}) {
+                  for (std::size_t bytes : {2, 4}) {
+                    const LaunchPlan p = cd::recurrence_backward_plan(int(n), D, B, bytes, dev).launch;
+                    if (p.dynamic_smem >= w.dynamic_smem) w = p;
+                  }
+                }
+              }
+              return w;
+            },
+            {1, 7, 128, 256, 512, 768, 1000, 1024, 2048, 4096, 8192}),
+      // One thread per output element, no shared memory.
+      worst("outer_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); },
+            {1, 1 << 20}),
+      worst("peep_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n, 2); }, {1, 4096}),
+      worst("input_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); },
+            {1, 1 << 20}),
+      worst("transpose_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n, 2); },
+            {1, 1 << 20}),
   };
   std::printf("[\n");
   for (std::size_t i = 0; i < budgets.size(); ++i) {

@@ -12,9 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "emu_exec.h"
 #include "harness.h"
 #include "kernels/forward.cuh"
 #include "kernels/pack.h"
+#include "lstm_model.h"
 
 namespace {
 
@@ -22,153 +24,35 @@ namespace emu = fastlstm::emu;
 namespace cd = fastlstm::cuda::detail;
 using fastlstm::ModelShape;
 
-struct EmuExec {
-  template <class Kernel, class Params>
-  void operator()(const cd::LaunchPlan& pl, Kernel kernel, const Params& params) {
-    emu::launch({dim3(pl.grid.x, pl.grid.y, pl.grid.z), dim3(pl.block.x, pl.block.y, pl.block.z), pl.dynamic_smem,
-                 pl.cooperative},
-                kernel, params);
-  }
-};
-
-struct Case {
-  ModelShape s;
-  int T, B;
-  bool batch_first, states, lengths;
-};
-
-// One layer and direction as the user holds it (RawLayer's layouts), float32.
-struct Raw {
-  std::vector<float> w_ih, w_hh, b_ih, b_hh, w_hr, peep;  // peep: p_i, p_f, p_o
-};
-
-double sig(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-// The float64 LSTM: y [T][B][D*R], h_n [L*D][B][R], c_n [L*D][B][H].
-void reference(const Case& c, const std::vector<Raw>& raw, const std::vector<float>& x, const std::vector<float>& h0,
-               const std::vector<float>& c0, const std::vector<int>& len, std::vector<double>& y,
-               std::vector<double>& hn, std::vector<double>& cn) {
-  const ModelShape& s = c.s;
-  const int D = s.directions(), H = s.hidden_size, R = s.out_size(), T = c.T, B = c.B;
-  std::vector<double> in(x.begin(), x.end());  // [T][B][In]
-  for (int k = 0; k < s.num_layers; ++k) {
-    const int In = s.layer_input(k);
-    std::vector<double> out(static_cast<std::size_t>(T) * B * D * R, 0.0);
-    for (int d = 0; d < D; ++d) {
-      const Raw& w = raw[k * D + d];
-      const int ld = k * D + d;
-      for (int b = 0; b < B; ++b) {
-        std::vector<double> h(R), cc(H), m(H), z(4 * H);
-        for (int j = 0; j < R; ++j) h[j] = c.states ? h0[(static_cast<std::size_t>(ld) * B + b) * R + j] : 0.0;
-        for (int j = 0; j < H; ++j) cc[j] = c.states ? c0[(static_cast<std::size_t>(ld) * B + b) * H + j] : 0.0;
-        for (int st = 0; st < len[b]; ++st) {
-          const int t = d == 1 ? len[b] - 1 - st : st;
-          const double* xt = in.data() + (static_cast<std::size_t>(t) * B + b) * In;
-          for (int n = 0; n < 4 * H; ++n) {
-            double v = s.bias ? static_cast<double>(w.b_ih[n]) + w.b_hh[n] : 0.0;
-            for (int i = 0; i < In; ++i) v += static_cast<double>(w.w_ih[static_cast<std::size_t>(n) * In + i]) * xt[i];
-            for (int i = 0; i < R; ++i) v += static_cast<double>(w.w_hh[static_cast<std::size_t>(n) * R + i]) * h[i];
-            z[n] = v;
-          }
-          for (int j = 0; j < H; ++j) {
-            double zi = z[j], zf = z[H + j];
-            if (s.peephole) {
-              zi += w.peep[j] * cc[j];
-              zf += w.peep[H + j] * cc[j];
-            }
-            cc[j] = sig(zf) * cc[j] + sig(zi) * std::tanh(z[2 * H + j]);
-            double zo = z[3 * H + j];
-            if (s.peephole) zo += w.peep[2 * H + j] * cc[j];
-            m[j] = sig(zo) * std::tanh(cc[j]);
-          }
-          for (int q = 0; q < R; ++q) {
-            if (s.proj_size == 0) {
-              h[q] = m[q];
-            } else {
-              double v = 0.0;
-              for (int j = 0; j < H; ++j) v += static_cast<double>(w.w_hr[static_cast<std::size_t>(q) * H + j]) * m[j];
-              h[q] = v;
-            }
-            out[(static_cast<std::size_t>(t) * B + b) * D * R + d * R + q] = h[q];
-          }
-        }
-        for (int q = 0; q < R; ++q) hn[(static_cast<std::size_t>(ld) * B + b) * R + q] = h[q];
-        for (int j = 0; j < H; ++j) cn[(static_cast<std::size_t>(ld) * B + b) * H + j] = cc[j];
-      }
-    }
-    in = std::move(out);
-  }
-  y = in;
-}
+using Case = emu::testing::LstmCase;
+using emu::testing::EmuExec;
+using emu::testing::Problem;
 
 // Returns the largest |y - y64|.
 template <cd::Operand Op>
 double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std::uint64_t seed) {
   const ModelShape& s = c.s;
   const int D = s.directions(), H = s.hidden_size, R = s.out_size(), L = s.num_layers, T = c.T, B = c.B;
-  std::mt19937_64 rng(seed);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(H));
-  std::uniform_real_distribution<float> uw(-2 * scale, 2 * scale);
-  std::normal_distribution<float> normal;
-  std::vector<Raw> raw(static_cast<std::size_t>(L) * D);
-  for (int k = 0; k < L; ++k) {
-    for (int d = 0; d < D; ++d) {
-      Raw& w = raw[k * D + d];
-      w.w_ih.resize(static_cast<std::size_t>(4) * H * s.layer_input(k));
-      w.w_hh.resize(static_cast<std::size_t>(4) * H * R);
-      w.b_ih.resize(4 * H);
-      w.b_hh.resize(4 * H);
-      w.w_hr.resize(static_cast<std::size_t>(s.proj_size) * H);
-      w.peep.resize(3 * H);
-      for (auto* v : {&w.w_ih, &w.w_hh, &w.b_ih, &w.b_hh, &w.w_hr, &w.peep}) {
-        for (float& e : *v) e = uw(rng);
-      }
-    }
-  }
-  // x in the user's layout ([T,B,I] or [B,T,I]); the reference reads [T][B][I].
+  const Problem pr = emu::testing::draw(c, seed);
   const int I = s.input_size;
-  std::vector<float> x(static_cast<std::size_t>(T) * B * I), xt(x.size());
-  for (float& v : x) v = normal(rng);
-  const std::int64_t x_st = c.batch_first ? I : static_cast<std::int64_t>(B) * I;
-  const std::int64_t x_sb = c.batch_first ? static_cast<std::int64_t>(T) * I : I;
-  for (int t = 0; t < T; ++t) {
-    for (int b = 0; b < B; ++b) {
-      for (int i = 0; i < I; ++i) xt[(static_cast<std::size_t>(t) * B + b) * I + i] = x[t * x_st + b * x_sb + i];
-    }
-  }
-  std::vector<float> h0(static_cast<std::size_t>(L) * D * B * R), c0(static_cast<std::size_t>(L) * D * B * H);
-  for (float& v : h0) v = 0.5f * normal(rng);
-  for (float& v : c0) v = normal(rng);
-  std::vector<int> len(B, T);
-  if (c.lengths) {
-    for (int b = 0; b < B; ++b) len[b] = 1 + static_cast<int>(rng() % static_cast<std::uint64_t>(T));
-    len[0] = T;
-  }
-
   // Packed as the engine packs them (kernels/pack.h), the image used in place.
-  std::vector<fastlstm::RawLayer> rl(raw.size());
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    const Raw& w = raw[i];
-    rl[i] = {w.w_ih.data(), w.w_hh.data(), w.b_ih.data(),     w.b_hh.data(),
-             w.w_hr.data(), w.peep.data(), w.peep.data() + H, w.peep.data() + 2 * H};
-  }
-  const cd::PackedImage image = cd::pack_image<Op>(s, rl.data());
+  const cd::PackedImage image = cd::pack_image<Op>(s, pr.layers.data());
   const std::vector<cd::PackedLayer<Op>> layers = cd::layer_views<Op>(image, image.bytes.data());
 
   const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * R : static_cast<std::int64_t>(B) * D * R;
   const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * R : static_cast<std::int64_t>(D) * R;
-  std::vector<float> y(static_cast<std::size_t>(T) * B * D * R, NAN), hn(h0.size(), NAN), cn(c0.size(), NAN);
+  std::vector<float> y(static_cast<std::size_t>(T) * B * D * R, NAN), hn(pr.h0.size(), NAN), cn(pr.c0.size(), NAN);
   const cd::ForwardLayout layout = cd::forward_layout(s, T, B);
   std::vector<unsigned char> workspace(layout.total, 0xff);  // NaN-filled floats
   cd::ForwardIO io;
   io.T = T;
   io.B = B;
-  io.x = x.data();
-  io.x_st = x_st;
-  io.x_sb = x_sb;
-  io.h0 = c.states ? h0.data() : nullptr;
-  io.c0 = c.states ? c0.data() : nullptr;
-  io.lengths = c.lengths ? len.data() : nullptr;
+  io.x = pr.x.data();
+  io.x_st = pr.x_st;
+  io.x_sb = pr.x_sb;
+  io.h0 = c.states ? pr.h0.data() : nullptr;
+  io.c0 = c.states ? pr.c0.data() : nullptr;
+  io.lengths = c.lengths ? pr.len.data() : nullptr;
   io.y = y.data();
   io.y_st = y_st;
   io.y_sb = y_sb;
@@ -177,8 +61,8 @@ double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std
   EmuExec exec;
   cd::forward_sequence<Op>(exec, dev, s, layers.data(), io, workspace.data());
 
-  std::vector<double> y64, hn64(hn.size()), cn64(cn.size());
-  reference(c, raw, xt, h0, c0, len, y64, hn64, cn64);
+  std::vector<double> y64, hn64, cn64;
+  emu::testing::reference(c, pr, y64, hn64, cn64);
   std::vector<float> yt(y.size());  // the kernel's y in [T][B][D*R]
   for (int t = 0; t < T; ++t) {
     for (int b = 0; b < B; ++b) {

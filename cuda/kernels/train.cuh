@@ -1,0 +1,261 @@
+// A training step of a whole model on the CUDA kernels: the forward with each layer's output, gates and c
+// kept (forward.cuh with LayerSave), then per layer from the top: the backward recurrence (recurrence_bwd.cuh,
+// both directions at once), the weight gradients and the gradient reaching the layer's input (grads.cuh).
+// Host code over an executor, as forward.cuh: the same launches run on a GPU and on the CPU execution model.
+// Every gradient is a fixed-order sum (no atomics): bitwise the same from run to run.
+// This increment: no projection (proj_size = 0) and no dropout between layers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/forward.cuh"
+#include "kernels/grads.cuh"
+#include "kernels/recurrence_bwd.cuh"
+
+namespace fastlstm::cuda::detail {
+
+// The call's arrays besides the forward's: dy like y, dx like x; dh_n / dc_n [L*D, B, H] (or null: zeros);
+// dh0 / dc0 [L*D, B, H] written.
+struct TrainIO {
+  ForwardIO fwd;
+  const float* dy = nullptr;
+  std::int64_t dy_st = 0, dy_sb = 0;
+  const float *dh_n = nullptr, *dc_n = nullptr;
+  float* dx = nullptr;
+  std::int64_t dx_st = 0, dx_sb = 0;
+  float *dh0 = nullptr, *dc0 = nullptr;
+};
+
+// One layer's parameter gradients, in the user's layouts: w_ih [D*4H, In] (directions stacked), w_hh
+// [D][4H, H], bias [D*4H] (the gradient of b_ih and of b_hh alike; null without bias), peep [D][3][H] (null
+// without peepholes).
+struct LayerGrads {
+  float *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr;
+};
+
+// The workspace after the forward's (forward_layout): per layer the saved gates [T*B, D*4H] and c [T*B, D*H],
+// the outputs of the layers below the last [T*B, D*H], two buffers for the gradient passed down a layer, W_hh
+// transposed [D][H][4H] (operand format), and the backward's carried dh [D][2][B, H] and dc [D][B, H].
+struct TrainLayout {
+  ForwardLayout fwd;
+  std::size_t gates = 0, c = 0, ys = 0, dx[2] = {0, 0}, wt = 0, dh = 0, dc = 0, total = 0;
+  std::size_t gates_bytes = 0, c_bytes = 0, y_bytes = 0;  // one layer's
+};
+
+inline TrainLayout train_layout(const ModelShape& s, int T, int B, std::size_t operand_bytes) {
+  const auto a256 = [](std::size_t n) { return (n + 255) & ~std::size_t{255}; };
+  const std::size_t D = static_cast<std::size_t>(s.directions()), H = static_cast<std::size_t>(s.hidden_size);
+  const std::size_t L = static_cast<std::size_t>(s.num_layers), TB = static_cast<std::size_t>(T) * B;
+  TrainLayout w;
+  w.fwd = forward_layout(s, T, B);
+  w.gates_bytes = a256(sizeof(float) * TB * D * 4 * H);
+  w.c_bytes = a256(sizeof(float) * TB * D * H);
+  w.y_bytes = a256(sizeof(float) * TB * D * H);
+  std::size_t at = w.fwd.total;
+  w.gates = at;
+  at += L * w.gates_bytes;
+  w.c = at;
+  at += L * w.c_bytes;
+  w.ys = at;
+  at += (L - 1) * w.y_bytes;
+  for (int i = 0; i < 2; ++i) {
+    w.dx[i] = at;
+    at += L > 1 ? w.y_bytes : 0;
+  }
+  w.wt = at;
+  at += a256(operand_bytes * D * H * 4 * H);
+  w.dh = at;
+  at += a256(sizeof(float) * D * 2 * B * H);
+  w.dc = at;
+  at += a256(sizeof(float) * D * B * H);
+  w.total = at;
+  return w;
+}
+
+// out[d][r][n] = in[d][n][r]: W_hh [D][4H, R] -> [D][R][4H] for the backward's columns.
+template <class Storage>
+struct TransposeParams {
+  int rows = 0, cols = 0;  // of one direction's input
+  const Storage* in = nullptr;
+  Storage* out = nullptr;
+};
+
+template <class Storage>
+__global__ void __launch_bounds__(kGradThreads) transpose_kernel(TransposeParams<Storage> p) {
+  const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t n = static_cast<std::int64_t>(p.rows) * p.cols, d = blockIdx.y;
+  if (e >= n) return;
+  const int r = static_cast<int>(e / p.cols), c = static_cast<int>(e - static_cast<std::int64_t>(r) * p.cols);
+  p.out[d * n + static_cast<std::int64_t>(c) * p.rows + r] = p.in[d * n + e];
+}
+
+// Where the training forward keeps each layer's output, gates and c in the workspace.
+inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout& w, void* workspace) {
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  const int L = s.num_layers;
+  std::vector<LayerSave> save(static_cast<std::size_t>(L));
+  for (int k = 0; k < L; ++k) {
+    save[k].y = k < L - 1 ? reinterpret_cast<float*>(ws + w.ys + k * w.y_bytes) : nullptr;
+    save[k].gates = reinterpret_cast<float*>(ws + w.gates + k * w.gates_bytes);
+    save[k].c = reinterpret_cast<float*>(ws + w.c + k * w.c_bytes);
+  }
+  return save;
+}
+
+// The backward recurrence's plan; std::invalid_argument (before anything runs) for a hidden size it cannot take.
+inline RecurrencePlan backward_plan(const ModelShape& s, int B, std::size_t operand_bytes, const DeviceLimits& dev) {
+  const RecurrencePlan plan = recurrence_backward_plan(s.hidden_size, s.directions(), B, operand_bytes, dev);
+  if (plan.batch_chunk == 0) {
+    throw std::invalid_argument("hidden_size: " + std::to_string(s.hidden_size) +
+                                " is too large for the CUDA backward on this device (one row of 4 * hidden_size "
+                                "gate gradients must fit in a block's shared memory)");
+  }
+  return plan;
+}
+
+// The training forward: io.fwd's outputs, and in the workspace what train_backward needs.
+template <Operand Op, class Exec>
+void train_forward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
+                   const ForwardIO& io, void* workspace) {
+  backward_plan(s, io.B, sizeof(typename OperandTraits<Op>::Storage), dev);  // refused before the forward runs
+  const TrainLayout w = train_layout(s, io.T, io.B, sizeof(typename OperandTraits<Op>::Storage));
+  const std::vector<LayerSave> save = layer_saves(s, w, workspace);
+  forward_sequence<Op>(exec, dev, s, layers, io, workspace, save.data());
+}
+
+// Backward after train_forward on the same workspace, io.fwd as that call's (x, h0, c0, lengths and y are
+// read). The workspace's saved state is only read: backward may run again.
+template <Operand Op, class Exec>
+void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
+                    const TrainIO& io, const LayerGrads* grads, void* workspace) {
+  using Storage = typename OperandTraits<Op>::Storage;
+  const int T = io.fwd.T, B = io.fwd.B, D = s.directions(), H = s.hidden_size, L = s.num_layers;
+  const TrainLayout w = train_layout(s, T, B, sizeof(Storage));
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  const std::vector<LayerSave> save = layer_saves(s, w, workspace);
+
+  const RecurrencePlan plan = backward_plan(s, B, sizeof(Storage), dev);
+  const std::int64_t layer_state = static_cast<std::int64_t>(D) * B * H, G = 4 * H, ldg = D * G;
+  const std::int64_t inter_st = static_cast<std::int64_t>(B) * D * H, inter_sb = static_cast<std::int64_t>(D) * H;
+  float* const dz = reinterpret_cast<float*>(ws + w.fwd.z);
+  Storage* const wt = reinterpret_cast<Storage*>(ws + w.wt);
+  for (int k = L - 1; k >= 0; --k) {
+    TransposeParams<Storage> tp{static_cast<int>(G), H, layers[k].w_hh, wt};
+    exec(elementwise_plan(G * H, static_cast<unsigned>(D)), transpose_kernel<Storage>, tp);
+
+    BackwardParams<Op> bp;
+    bp.T = T;
+    bp.B = B;
+    bp.H = H;
+    bp.units = plan.units;
+    bp.batch_chunk = plan.batch_chunk;
+    bp.weights_in_smem = plan.weights_in_smem;
+    bp.gates = save[k].gates;
+    bp.c = save[k].c;
+    bp.ldg = ldg;
+    bp.w_hh_t = wt;
+    bp.peep = layers[k].peep;
+    bp.c0 = io.fwd.c0 != nullptr ? io.fwd.c0 + k * layer_state : nullptr;
+    bp.lengths = io.fwd.lengths;
+    if (k == L - 1) {
+      bp.dy = io.dy;
+      bp.dy_st = io.dy_st;
+      bp.dy_sb = io.dy_sb;
+    } else {
+      bp.dy = reinterpret_cast<const float*>(ws + w.dx[k & 1]);
+      bp.dy_st = inter_st;
+      bp.dy_sb = inter_sb;
+    }
+    bp.dh_n = io.dh_n != nullptr ? io.dh_n + k * layer_state : nullptr;
+    bp.dc_n = io.dc_n != nullptr ? io.dc_n + k * layer_state : nullptr;
+    bp.dz = dz;
+    bp.dh0 = io.dh0 + k * layer_state;
+    bp.dc0 = io.dc0 + k * layer_state;
+    bp.dhbuf = reinterpret_cast<float*>(ws + w.dh);
+    bp.dcbuf = reinterpret_cast<float*>(ws + w.dc);
+    if (s.peephole) {
+      exec(plan.launch, recurrence_backward_kernel<Op, true>, bp);
+    } else {
+      exec(plan.launch, recurrence_backward_kernel<Op, false>, bp);
+    }
+
+    // The layer's input (x, or the output of the layer below) and output, as the forward read and wrote them.
+    const int In = s.layer_input(k);
+    OuterParams op;
+    op.M = T * B;
+    op.B = B;
+    op.T = T;
+    op.dz = dz;
+    op.ldz = ldg;
+    op.lengths = io.fwd.lengths;
+    op.N = static_cast<int>(ldg);
+    op.K = In;
+    op.rows = OuterRows::kInput;
+    if (k == 0) {
+      op.x = io.fwd.x;
+      op.x_st = io.fwd.x_st;
+      op.x_sb = io.fwd.x_sb;
+    } else {
+      op.x = save[k - 1].y;
+      op.x_st = inter_st;
+      op.x_sb = inter_sb;
+    }
+    op.out = grads[k].w_ih;
+    exec(elementwise_plan(ldg * In), outer_grad_kernel, op);
+    if (grads[k].bias != nullptr) {
+      op.K = 1;
+      op.rows = OuterRows::kOnes;
+      op.out = grads[k].bias;
+      exec(elementwise_plan(ldg), outer_grad_kernel, op);
+    }
+    op.N = static_cast<int>(G);
+    op.K = H;
+    op.rows = OuterRows::kHprev;
+    op.x = k == L - 1 ? io.fwd.y : save[k].y;
+    op.x_st = k == L - 1 ? io.fwd.y_st : inter_st;
+    op.x_sb = k == L - 1 ? io.fwd.y_sb : inter_sb;
+    op.h0 = io.fwd.h0 != nullptr ? io.fwd.h0 + k * layer_state : nullptr;
+    for (int d = 0; d < D; ++d) {
+      op.d = d;
+      op.a_off = d * G;
+      op.out = grads[k].w_hh + d * G * H;
+      exec(elementwise_plan(G * H), outer_grad_kernel, op);
+    }
+    if (s.peephole) {
+      PeepGradParams pp{T, B, H, dz, save[k].c, ldg, bp.c0, io.fwd.lengths, grads[k].peep};
+      exec(elementwise_plan(H, static_cast<unsigned>(D)), peep_grad_kernel, pp);
+    }
+
+    InputGradParams<Op> ip;
+    ip.M = T * B;
+    ip.N = static_cast<int>(ldg);
+    ip.K = In;
+    ip.B = B;
+    ip.dz = dz;
+    ip.w = layers[k].w_ih;
+    if (k == 0) {
+      ip.dx = io.dx;
+      ip.dx_st = io.dx_st;
+      ip.dx_sb = io.dx_sb;
+    } else {
+      ip.dx = reinterpret_cast<float*>(ws + w.dx[(k - 1) & 1]);
+      ip.dx_st = inter_st;
+      ip.dx_sb = inter_sb;
+    }
+    exec(elementwise_plan(static_cast<std::int64_t>(T) * B * In), input_grad_kernel<Op>, ip);
+  }
+}
+
+// A whole training step: the forward, then backward of dy.
+template <Operand Op, class Exec>
+void train_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
+                    const TrainIO& io, const LayerGrads* grads, void* workspace) {
+  train_forward<Op>(exec, dev, s, layers, io.fwd, workspace);
+  train_backward<Op>(exec, dev, s, layers, io, grads, workspace);
+}
+
+}  // namespace fastlstm::cuda::detail

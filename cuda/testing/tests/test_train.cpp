@@ -1,0 +1,286 @@
+// The CUDA training step (kernels/train.cuh: the forward keeping each layer's gates and c, the persistent
+// backward recurrence, the fixed-order weight and input gradients) executed on the CPU execution model against
+// backpropagation through time in float64 (lstm_model.h), for every option this increment covers: layers,
+// bidirectional, batch_first strides, h0 / c0 and their gradients, gradients reaching h_n / c_n, lengths,
+// peepholes, no bias. Outputs are poisoned with NaN first; shapes hit the tails (H not a multiple of the
+// tiles, B = 1, T = 1, B = 11 for two mma batch tiles, blocks owning fewer units); devices with the W_hh^T
+// slice on chip and off it. Gradients must be bitwise identical from run to run, under another schedule.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "emu_exec.h"
+#include "harness.h"
+#include "kernels/pack.h"
+#include "kernels/train.cuh"
+#include "lstm_model.h"
+
+namespace {
+
+namespace emu = fastlstm::emu;
+namespace cd = fastlstm::cuda::detail;
+using Case = emu::testing::LstmCase;
+using emu::testing::EmuExec;
+using emu::testing::Problem;
+using fastlstm::ModelShape;
+
+// Everything a training call writes, NaN-poisoned before it.
+struct Outputs {
+  std::vector<float> y, hn, cn, dx, dh0, dc0;
+  std::vector<std::vector<float>> w_ih, w_hh, bias, peep;
+  bool operator==(const Outputs& o) const {
+    const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    };
+    const auto all = [&](const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+      for (std::size_t k = 0; k < a.size(); ++k)
+        if (!same(a[k], b[k])) return false;
+      return true;
+    };
+    return same(y, o.y) && same(dx, o.dx) && same(dh0, o.dh0) && same(dc0, o.dc0) && all(w_ih, o.w_ih) &&
+           all(w_hh, o.w_hh) && all(bias, o.bias) && all(peep, o.peep);
+  }
+};
+
+template <cd::Operand Op>
+Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr, const std::vector<float>& dy,
+                  const std::vector<float>& dh_n, const std::vector<float>& dc_n) {
+  const ModelShape& s = c.s;
+  const int D = s.directions(), H = s.hidden_size, L = s.num_layers, T = c.T, B = c.B, I = s.input_size;
+  const cd::PackedImage image = cd::pack_image<Op>(s, pr.layers.data());
+  const std::vector<cd::PackedLayer<Op>> layers = cd::layer_views<Op>(image, image.bytes.data());
+  Outputs o;
+  o.y.assign(static_cast<std::size_t>(T) * B * D * H, NAN);
+  o.hn.assign(pr.h0.size(), NAN);
+  o.cn.assign(pr.c0.size(), NAN);
+  o.dx.assign(pr.x.size(), NAN);
+  o.dh0.assign(pr.h0.size(), NAN);
+  o.dc0.assign(pr.c0.size(), NAN);
+  std::vector<cd::LayerGrads> grads(L);
+  for (int k = 0; k < L; ++k) {
+    o.w_ih.emplace_back(static_cast<std::size_t>(D) * 4 * H * s.layer_input(k), NAN);
+    o.w_hh.emplace_back(static_cast<std::size_t>(D) * 4 * H * H, NAN);
+    o.bias.emplace_back(s.bias ? static_cast<std::size_t>(D) * 4 * H : 0, NAN);
+    o.peep.emplace_back(s.peephole ? static_cast<std::size_t>(D) * 3 * H : 0, NAN);
+  }
+  for (int k = 0; k < L; ++k) {
+    grads[k] = {o.w_ih[k].data(), o.w_hh[k].data(), s.bias ? o.bias[k].data() : nullptr,
+                s.peephole ? o.peep[k].data() : nullptr};
+  }
+  // y and dy in the user's layout, as x ([T,B,.] or [B,T,.]).
+  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * H : static_cast<std::int64_t>(B) * D * H;
+  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * H : static_cast<std::int64_t>(D) * H;
+  cd::TrainIO io;
+  io.fwd.T = T;
+  io.fwd.B = B;
+  io.fwd.x = pr.x.data();
+  io.fwd.x_st = pr.x_st;
+  io.fwd.x_sb = pr.x_sb;
+  io.fwd.h0 = c.states ? pr.h0.data() : nullptr;
+  io.fwd.c0 = c.states ? pr.c0.data() : nullptr;
+  io.fwd.lengths = c.lengths ? pr.len.data() : nullptr;
+  io.fwd.y = o.y.data();
+  io.fwd.y_st = y_st;
+  io.fwd.y_sb = y_sb;
+  io.fwd.h_n = o.hn.data();
+  io.fwd.c_n = o.cn.data();
+  io.dy = dy.data();
+  io.dy_st = y_st;
+  io.dy_sb = y_sb;
+  io.dh_n = c.states ? dh_n.data() : nullptr;
+  io.dc_n = c.states ? dc_n.data() : nullptr;
+  io.dx = o.dx.data();
+  io.dx_st = pr.x_st;
+  io.dx_sb = pr.x_sb;
+  io.dh0 = o.dh0.data();
+  io.dc0 = o.dc0.data();
+  (void)I;
+  const cd::TrainLayout layout = cd::train_layout(s, T, B, sizeof(typename cd::OperandTraits<Op>::Storage));
+  std::vector<unsigned char> workspace(layout.total, 0xff);  // NaN-filled floats
+  EmuExec exec;
+  cd::train_sequence<Op>(exec, dev, s, layers.data(), io, grads.data(), workspace.data());
+  return o;
+}
+
+// Checks every gradient against float64 within `tol` (relative and absolute, per element); -> the largest
+// error of dW_hh (the gradient through the whole recurrence).
+template <cd::Operand Op>
+double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::uint64_t seed) {
+  const ModelShape& s = c.s;
+  const int D = s.directions(), H = s.hidden_size, T = c.T, B = c.B;
+  const Problem pr = emu::testing::draw(c, seed);
+  std::mt19937_64 rng(seed + 1000);
+  std::normal_distribution<float> normal;
+  std::vector<float> dy(static_cast<std::size_t>(T) * B * D * H), dh_n(pr.h0.size()), dc_n(pr.c0.size());
+  for (auto* v : {&dy, &dh_n, &dc_n}) {
+    for (float& e : *v) e = normal(rng);
+  }
+  const Outputs o = run_train<Op>(c, dev, pr, dy, dh_n, dc_n);
+
+  // The reference takes dy as [T][B][D*H] and zeros for dh_n / dc_n where the call passed none.
+  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * H : static_cast<std::int64_t>(B) * D * H;
+  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * H : static_cast<std::int64_t>(D) * H;
+  std::vector<double> dyt(dy.size()), dh64(dh_n.size(), 0.0), dc64(dc_n.size(), 0.0);
+  std::vector<float> yt(o.y.size());
+  for (int t = 0; t < T; ++t) {
+    for (int b = 0; b < B; ++b) {
+      for (int q = 0; q < D * H; ++q) {
+        const std::size_t at = (static_cast<std::size_t>(t) * B + b) * D * H + q;
+        dyt[at] = dy[t * y_st + b * y_sb + q];
+        yt[at] = o.y[t * y_st + b * y_sb + q];
+      }
+    }
+  }
+  if (c.states) {
+    dh64.assign(dh_n.begin(), dh_n.end());
+    dc64.assign(dc_n.begin(), dc_n.end());
+  }
+  std::vector<double> y64, hn64, cn64;
+  emu::testing::Trace trace;
+  emu::testing::reference(c, pr, y64, hn64, cn64, &trace);
+  const emu::testing::Grads g = emu::testing::reference_backward(c, pr, trace, dyt, dh64, dc64);
+
+  const std::string what = "T=" + std::to_string(T) + " B=" + std::to_string(B) + " H=" + std::to_string(H) +
+                           " L=" + std::to_string(s.num_layers) + " D=" + std::to_string(D) +
+                           " op=" + std::to_string(static_cast<int>(Op)) + " sms=" + std::to_string(dev.sm_count);
+  double err_hh = 0.0;
+  const auto expect = [&](const std::string& name, const std::vector<float>& got, const std::vector<double>& want) {
+    CHECK_EQ(got.size(), want.size());
+    std::size_t worst = 0;
+    if (emu::testing::tolerance_ratio(got.data(), want.data(), got.size(), tol, tol, &worst) > 1.0) {
+      emu::testing::fail(__FILE__, __LINE__,
+                         name + " differs at " + std::to_string(worst) + ": " + std::to_string(got[worst]) + " vs " +
+                             std::to_string(want[worst]) + " (" + what + ")");
+    }
+  };
+  expect("y", yt, y64);
+  std::vector<float> dxt(o.dx.size());  // the kernel's dx as [T][B][I]
+  const int I = s.input_size;
+  for (int t = 0; t < T; ++t) {
+    for (int b = 0; b < B; ++b) {
+      for (int i = 0; i < I; ++i)
+        dxt[(static_cast<std::size_t>(t) * B + b) * I + i] = o.dx[t * pr.x_st + b * pr.x_sb + i];
+    }
+  }
+  expect("dx", dxt, g.dx);
+  expect("dh0", o.dh0, g.dh0);
+  expect("dc0", o.dc0, g.dc0);
+  for (int k = 0; k < s.num_layers; ++k) {
+    const std::string l = "[" + std::to_string(k) + "]";
+    expect("dW_ih" + l, o.w_ih[k], g.w_ih[k]);
+    expect("dW_hh" + l, o.w_hh[k], g.w_hh[k]);
+    if (s.bias) expect("db" + l, o.bias[k], g.bias[k]);
+    if (s.peephole) expect("dpeep" + l, o.peep[k], g.peep[k]);
+    for (std::size_t i = 0; i < g.w_hh[k].size(); ++i)
+      err_hh = std::max(err_hh, std::fabs(o.w_hh[k][i] - g.w_hh[k][i]));
+  }
+  return err_hh;
+}
+
+ModelShape shape(int I, int H, int L = 1, bool bi = false, bool peep = false, bool bias = true) {
+  return {.input_size = I,
+          .hidden_size = H,
+          .num_layers = L,
+          .proj_size = 0,
+          .bidirectional = bi,
+          .bias = bias,
+          .peephole = peep};
+}
+
+// As the forward's tests: blocks own several units and the last fewer; 3 SMs with no room for the weights.
+constexpr cd::DeviceLimits kSmall{4, 2048, 48 * 1024, 65536};
+constexpr cd::DeviceLimits kNoRoom{3, 2048, 2048, 65536};
+
+// fp32: float32 sums over at most ~100 terms of gradients of order 1.
+constexpr double kTolF32 = 1e-4;
+
+std::vector<Case> cases() {
+  if (emu::detail::kTsan) return {{shape(5, 9, 2, true, true), 3, 2, false, true, true}};
+  return {
+      {.s = shape(7, 13), .T = 5, .B = 3, .batch_first = false, .states = false, .lengths = false},
+      {.s = shape(5, 9, 2, true), .T = 6, .B = 3, .batch_first = false, .states = true, .lengths = true},
+      {.s = shape(6, 11, 2, true, true), .T = 5, .B = 4, .batch_first = true, .states = true, .lengths = true},
+      {.s = shape(3, 10, 1, false, false, false),
+       .T = 1,
+       .B = 1,
+       .batch_first = false,
+       .states = true,
+       .lengths = false},
+      {.s = shape(9, 20, 1, true, true), .T = 3, .B = 11, .batch_first = false, .states = true, .lengths = true},
+  };
+}
+
+EMU_TEST(train_f32_matches_float64) {
+  std::uint64_t seed = 1;
+  for (const Case& c : cases()) {
+    for (const cd::DeviceLimits& dev : {kSmall, kNoRoom}) check_train<cd::Operand::kF32>(c, dev, kTolF32, seed++);
+    if (!emu::detail::kTsan) check_train<cd::Operand::kF32>(c, cd::kH200, kTolF32, seed++);
+  }
+}
+
+// Operand rounding in the forward's products and the backward's dh = dz W_hh: tf32 and f16 keep 10 mantissa
+// bits, bf16 7; the weight gradients' products are fp32.
+EMU_TEST(train_low_precision_matches_float64) {
+  if (emu::detail::kTsan) return;
+  std::uint64_t seed = 100;
+  for (const Case& c : {cases()[1], cases()[2], cases()[4]}) {
+    CHECK(check_train<cd::Operand::kTF32>(c, kSmall, 5e-3, seed++) > 1e-5);
+    CHECK(check_train<cd::Operand::kBF16>(c, kSmall, 5e-2, seed++) > 1e-4);
+    CHECK(check_train<cd::Operand::kF16>(c, kNoRoom, 5e-3, seed++) > 1e-5);
+  }
+}
+
+// Bitwise the same gradients under another order of the blocks and threads.
+EMU_TEST(train_gradients_are_deterministic) {
+  if (emu::detail::kTsan) return;
+  const Case c = cases()[2];
+  const Problem pr = emu::testing::draw(c, 7);
+  std::vector<float> dy(static_cast<std::size_t>(c.T) * c.B * 2 * c.s.hidden_size, 0.25f), dh(pr.h0.size(), 0.5f),
+      dc(pr.c0.size(), -0.5f);
+  const Outputs first = run_train<cd::Operand::kBF16>(c, kSmall, pr, dy, dh, dc);
+  for (emu::Order order : {emu::Order::reverse, emu::Order::random}) {
+    emu::set_schedule({order, 11});
+    CHECK(run_train<cd::Operand::kBF16>(c, kSmall, pr, dy, dh, dc) == first);
+  }
+}
+
+EMU_TEST(backward_plan_for_reference_devices) {
+  // H200, H=768: the forward's 6 units per block on 128 blocks; W_hh^T slice 6 x 3072 fp32 = 72 KiB on chip.
+  cd::RecurrencePlan p = cd::recurrence_backward_plan(768, 1, 16, 4, cd::kH200);
+  CHECK_EQ(p.units, 6);
+  CHECK_EQ(p.launch.grid.x, 128u);
+  CHECK(p.weights_in_smem);
+  CHECK(p.launch.cooperative);
+  for (const cd::DeviceLimits& dev : {cd::kA100, cd::kH200}) {
+    for (int H : {1, 7, 128, 768, 1000, 1024, 4096, 16384}) {
+      for (int D : {1, 2}) {
+        const cd::RecurrencePlan q = cd::recurrence_backward_plan(H, D, 256, 2, dev);
+        const cd::RecurrencePlan f = cd::recurrence_plan(H, 0, D, 256, 2, dev);
+        if (16 * static_cast<std::size_t>(H) + 64 > dev.max_smem_per_block) {  // one fp32 row of 4H: too big
+          CHECK_EQ(q.batch_chunk, 0);
+          bool refused = false;
+          try {
+            cd::backward_plan(ModelShape{.input_size = 1, .hidden_size = H, .bidirectional = D == 2}, 256, 2, dev);
+          } catch (const std::invalid_argument& e) {
+            refused = std::string(e.what()).find("hidden_size") == 0;
+          }
+          CHECK(refused);
+          continue;
+        }
+        CHECK(q.batch_chunk >= 1);
+        cd::backward_plan(ModelShape{.input_size = 1, .hidden_size = H, .bidirectional = D == 2}, 256, 2, dev);
+        CHECK_EQ(q.units, f.units);  // the backward's blocks own the forward's units
+        CHECK(q.launch.grid.x * q.launch.grid.y <= static_cast<unsigned>(dev.sm_count));
+        CHECK(static_cast<int>(q.launch.grid.x) * q.units >= H);
+        CHECK(q.launch.dynamic_smem <= dev.max_smem_per_block);
+      }
+    }
+  }
+}
+
+}  // namespace

@@ -68,11 +68,13 @@ inline ForwardLayout forward_layout(const ModelShape& s, int T, int B) {
 }
 
 // What a training forward keeps of layer k (train.cuh): its output y [T, B, D*R] (for the layers below the
-// last; the last writes io.y), and the cell's saved gates and c (recurrence.cuh's save_gates / save_c).
+// last; the last writes io.y), and the cell's saved gates and c (recurrence.cuh's save_gates / save_c); and
+// the dropout mask [T, B, D*R] the layer above reads y through (null: none; the layer below the last only).
 struct LayerSave {
   float* y = nullptr;
   float* gates = nullptr;
   float* c = nullptr;
+  const float* mask = nullptr;
 };
 
 // With `save` (one per layer: training), each layer's output and cell state are kept for backward.
@@ -98,6 +100,7 @@ void forward_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, 
       g.x_sb = io.x_sb;
     } else {
       g.x = save != nullptr ? save[k - 1].y : reinterpret_cast<const float*>(ws + w.y[(k - 1) % 2]);
+      g.x_mask = save != nullptr ? save[k - 1].mask : nullptr;
       g.x_st = static_cast<std::int64_t>(io.B) * D * R;
       g.x_sb = static_cast<std::int64_t>(D) * R;
     }

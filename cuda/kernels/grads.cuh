@@ -30,6 +30,7 @@ struct OuterParams {
   // y + tp * x_st + b * x_sb + d * K, or h0 + (d * B + b) * K (null: zeros) at the row's first step.
   const float* x = nullptr;
   std::int64_t x_st = 0, x_sb = 0;
+  const float* x_mask = nullptr;  // kInput under dropout: v_m = x * mask (laid out as x), or null
   int d = 0;
   const float* h0 = nullptr;
   const int* lengths = nullptr;  // [B] or null (all T)
@@ -56,7 +57,9 @@ __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p)
       s += a;
     } else {
       const float* v = outer_row(p, m);
-      s += v != nullptr ? a * v[k] : 0.0f;
+      float vk = v != nullptr ? v[k] : 0.0f;
+      if (p.x_mask != nullptr) vk *= p.x_mask[(v - p.x) + k];
+      s += a * vk;
     }
   }
   p.out[e] = s;

@@ -26,9 +26,10 @@ struct InputProjParams {
   int B = 0;                // rows per time step: row m is x[(m / B) * x_st + (m % B) * x_sb]
   const float* x = nullptr;
   std::int64_t x_st = 0, x_sb = 0;
-  const Storage* w = nullptr;   // [N, K] row-major, already in the operand format
-  const float* bias = nullptr;  // [N] (b_ih + b_hh), or null
-  float* z = nullptr;           // [M, N], written
+  const float* x_mask = nullptr;  // training dropout: x is read as x * mask (mask laid out as x), or null
+  const Storage* w = nullptr;     // [N, K] row-major, already in the operand format
+  const float* bias = nullptr;    // [N] (b_ih + b_hh), or null
+  float* z = nullptr;             // [M, N], written
 };
 
 // One K slice of the block's tiles into shared memory as rounded floats: xs[k][m] and ws[k][n]; elements
@@ -40,13 +41,15 @@ __device__ inline void proj_load_slice(const InputProjParams<Op>& p, int m0, int
   const int r = static_cast<int>(threadIdx.x) / 4, kq = (static_cast<int>(threadIdx.x) % 4) * 4;
   const int m = m0 + r, n = n0 + r;
   const float* xrow = nullptr;
+  const float* mrow = nullptr;
   if (m < p.M) {
     const int t = m / p.B, b = m - t * p.B;
     xrow = p.x + t * p.x_st + b * p.x_sb;
+    if (p.x_mask != nullptr) mrow = p.x_mask + t * p.x_st + b * p.x_sb;
   }
   for (int i = 0; i < 4; ++i) {
     const int k = k0 + kq + i;
-    xs[kq + i][r] = xrow != nullptr && k < p.K ? Tr::round(xrow[k]) : 0.0f;
+    xs[kq + i][r] = xrow != nullptr && k < p.K ? Tr::round(mrow != nullptr ? xrow[k] * mrow[k] : xrow[k]) : 0.0f;
     ws[kq + i][r] = n < p.N && k < p.K ? Tr::load(p.w[static_cast<std::int64_t>(n) * p.K + k]) : 0.0f;
   }
 }

@@ -40,7 +40,8 @@ struct BackwardParams {
   const int* lengths = nullptr;     // [B] in [1, T], or null
   const float* dy = nullptr;        // (t, b, d * H + j) at dy + t * dy_st + b * dy_sb + d * H + j
   std::int64_t dy_st = 0, dy_sb = 0;
-  const float* dh_n = nullptr;  // [D, B, H] gradients reaching the final state, or null (zeros)
+  const float* dy_mask = nullptr;  // dropout between layers: dy is read as dy * mask (laid out as dy), or null
+  const float* dh_n = nullptr;     // [D, B, H] gradients reaching the final state, or null (zeros)
   const float* dc_n = nullptr;
   float* dz = nullptr;     // [T*B, ldg] written: the pre-activations' gradients, zeros where a row does not run
   float* dh0 = nullptr;    // [D, B, H] written
@@ -107,7 +108,8 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_backward_kernel(Bac
         for (int q = 0; q < 4; ++q) dzr[q * H] = 0.0f;
         continue;
       }
-      const float dh = dhcur[b * H + j] + p.dy[t * p.dy_st + b * p.dy_sb + d * H + j];
+      const std::int64_t dy_at = t * p.dy_st + b * p.dy_sb + d * H + j;
+      const float dh = dhcur[b * H + j] + (p.dy_mask != nullptr ? p.dy[dy_at] * p.dy_mask[dy_at] : p.dy[dy_at]);
       const float* gr = p.gates + row * p.ldg + d * G + j;
       const float gv[4] = {gr[0], gr[H], gr[2 * H], gr[3 * H]};
       float c_prev;

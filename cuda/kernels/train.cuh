@@ -3,7 +3,7 @@
 // both directions at once), the weight gradients and the gradient reaching the layer's input (grads.cuh).
 // Host code over an executor, as forward.cuh: the same launches run on a GPU and on the CPU execution model.
 // Every gradient is a fixed-order sum (no atomics): bitwise the same from run to run.
-// This increment: no projection (proj_size = 0) and no dropout between layers.
+// This increment: no projection (proj_size = 0).
 #pragma once
 
 #include <cstddef>
@@ -28,6 +28,9 @@ struct TrainIO {
   float* dx = nullptr;
   std::int64_t dx_st = 0, dx_sb = 0;
   float *dh0 = nullptr, *dc0 = nullptr;
+  // Dropout between layers: L - 1 masks [T, B, D*H], the one of layer k applied where layer k + 1 reads
+  // layer k's output (its input projection and dW_ih) and to the gradient passed back down; or null.
+  const float* const* masks = nullptr;
 };
 
 // One layer's parameter gradients, in the user's layouts: w_ih [D*4H, In] (directions stacked), w_hh
@@ -94,7 +97,8 @@ __global__ void __launch_bounds__(kGradThreads) transpose_kernel(TransposeParams
 }
 
 // Where the training forward keeps each layer's output, gates and c in the workspace.
-inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout& w, void* workspace) {
+inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout& w, void* workspace,
+                                          const float* const* masks) {
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   const int L = s.num_layers;
   std::vector<LayerSave> save(static_cast<std::size_t>(L));
@@ -102,6 +106,7 @@ inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout
     save[k].y = k < L - 1 ? reinterpret_cast<float*>(ws + w.ys + k * w.y_bytes) : nullptr;
     save[k].gates = reinterpret_cast<float*>(ws + w.gates + k * w.gates_bytes);
     save[k].c = reinterpret_cast<float*>(ws + w.c + k * w.c_bytes);
+    save[k].mask = masks != nullptr && k < L - 1 ? masks[k] : nullptr;
   }
   return save;
 }
@@ -120,10 +125,10 @@ inline RecurrencePlan backward_plan(const ModelShape& s, int B, std::size_t oper
 // The training forward: io.fwd's outputs, and in the workspace what train_backward needs.
 template <Operand Op, class Exec>
 void train_forward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                   const ForwardIO& io, void* workspace) {
+                   const ForwardIO& io, const float* const* masks, void* workspace) {
   backward_plan(s, io.B, sizeof(typename OperandTraits<Op>::Storage), dev);  // refused before the forward runs
   const TrainLayout w = train_layout(s, io.T, io.B, sizeof(typename OperandTraits<Op>::Storage));
-  const std::vector<LayerSave> save = layer_saves(s, w, workspace);
+  const std::vector<LayerSave> save = layer_saves(s, w, workspace, masks);
   forward_sequence<Op>(exec, dev, s, layers, io, workspace, save.data());
 }
 
@@ -136,7 +141,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
   const int T = io.fwd.T, B = io.fwd.B, D = s.directions(), H = s.hidden_size, L = s.num_layers;
   const TrainLayout w = train_layout(s, T, B, sizeof(Storage));
   unsigned char* ws = static_cast<unsigned char*>(workspace);
-  const std::vector<LayerSave> save = layer_saves(s, w, workspace);
+  const std::vector<LayerSave> save = layer_saves(s, w, workspace, io.masks);
 
   const RecurrencePlan plan = backward_plan(s, B, sizeof(Storage), dev);
   const std::int64_t layer_state = static_cast<std::int64_t>(D) * B * H, G = 4 * H, ldg = D * G;
@@ -169,6 +174,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       bp.dy = reinterpret_cast<const float*>(ws + w.dx[k & 1]);
       bp.dy_st = inter_st;
       bp.dy_sb = inter_sb;
+      bp.dy_mask = save[k].mask;
     }
     bp.dh_n = io.dh_n != nullptr ? io.dh_n + k * layer_state : nullptr;
     bp.dc_n = io.dc_n != nullptr ? io.dc_n + k * layer_state : nullptr;
@@ -203,6 +209,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.x = save[k - 1].y;
       op.x_st = inter_st;
       op.x_sb = inter_sb;
+      op.x_mask = save[k - 1].mask;
     }
     op.out = grads[k].w_ih;
     exec(elementwise_plan(ldg * In), outer_grad_kernel, op);
@@ -218,6 +225,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
     op.x = k == L - 1 ? io.fwd.y : save[k].y;
     op.x_st = k == L - 1 ? io.fwd.y_st : inter_st;
     op.x_sb = k == L - 1 ? io.fwd.y_sb : inter_sb;
+    op.x_mask = nullptr;  // h_{t-1} is the layer's own output, before any dropout
     op.h0 = io.fwd.h0 != nullptr ? io.fwd.h0 + k * layer_state : nullptr;
     for (int d = 0; d < D; ++d) {
       op.d = d;
@@ -254,7 +262,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
 template <Operand Op, class Exec>
 void train_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
                     const TrainIO& io, const LayerGrads* grads, void* workspace) {
-  train_forward<Op>(exec, dev, s, layers, io.fwd, workspace);
+  train_forward<Op>(exec, dev, s, layers, io.fwd, io.masks, workspace);
   train_backward<Op>(exec, dev, s, layers, io, grads, workspace);
 }
 

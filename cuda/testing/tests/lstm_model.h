@@ -17,6 +17,7 @@ struct LstmCase {
   ModelShape s;
   int T, B;
   bool batch_first, states, lengths;
+  bool dropout = false;  // masks between layers (training)
 };
 
 // One layer and direction as the user holds it (RawLayer's layouts), float32.
@@ -32,6 +33,7 @@ struct Problem {
   std::vector<float> x, xt, h0, c0;
   std::int64_t x_st = 0, x_sb = 0;
   std::vector<int> len;
+  std::vector<std::vector<float>> masks;  // with dropout: L - 1 masks [T][B][D*R] of 0 or 1 / (1 - 0.3)
 };
 
 inline Problem draw(const LstmCase& c, std::uint64_t seed) {
@@ -81,6 +83,13 @@ inline Problem draw(const LstmCase& c, std::uint64_t seed) {
   if (c.lengths) {
     for (int b = 0; b < B; ++b) p.len[b] = 1 + static_cast<int>(rng() % static_cast<std::uint64_t>(T));
     p.len[0] = T;
+  }
+  if (c.dropout) {
+    std::bernoulli_distribution keep(0.7);
+    for (int k = 0; k + 1 < L; ++k) {
+      p.masks.emplace_back(static_cast<std::size_t>(T) * B * D * R);
+      for (float& m : p.masks.back()) m = keep(rng) ? 1.0f / 0.7f : 0.0f;
+    }
   }
   return p;
 }
@@ -169,6 +178,9 @@ inline void reference(const LstmCase& c, const Problem& pr, std::vector<double>&
       }
     }
     in = std::move(out);
+    if (!pr.masks.empty() && k + 1 < s.num_layers) {  // what the layer above reads
+      for (std::size_t i = 0; i < in.size(); ++i) in[i] *= pr.masks[k][i];
+    }
   }
   y = in;
 }
@@ -254,6 +266,9 @@ inline Grads reference_backward(const LstmCase& c, const Problem& pr, const Trac
       }
     }
     dyk = std::move(dx);
+    if (!pr.masks.empty() && k > 0) {  // the gradient reaching the output of the layer below
+      for (std::size_t i = 0; i < dyk.size(); ++i) dyk[i] *= pr.masks[k - 1][i];
+    }
   }
   g.dx = dyk;
   return g;

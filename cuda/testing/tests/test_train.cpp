@@ -2,9 +2,9 @@
 // backward recurrence, the fixed-order weight and input gradients) executed on the CPU execution model against
 // backpropagation through time in float64 (lstm_model.h), for every option this increment covers: layers,
 // bidirectional, batch_first strides, h0 / c0 and their gradients, gradients reaching h_n / c_n, lengths,
-// peepholes, no bias. Outputs are poisoned with NaN first; shapes hit the tails (H not a multiple of the
-// tiles, B = 1, T = 1, B = 11 for two mma batch tiles, blocks owning fewer units); devices with the W_hh^T
-// slice on chip and off it. Gradients must be bitwise identical from run to run, under another schedule.
+// peepholes, no bias, dropout masks between layers. Outputs are poisoned with NaN first; shapes hit the tails (H not a
+// multiple of the tiles, B = 1, T = 1, B = 11 for two mma batch tiles, blocks owning fewer units); devices with the
+// W_hh^T slice on chip and off it. Gradients must be bitwise identical from run to run, under another schedule.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -51,7 +51,7 @@ template <cd::Operand Op>
 Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr, const std::vector<float>& dy,
                   const std::vector<float>& dh_n, const std::vector<float>& dc_n) {
   const ModelShape& s = c.s;
-  const int D = s.directions(), H = s.hidden_size, L = s.num_layers, T = c.T, B = c.B, I = s.input_size;
+  const int D = s.directions(), H = s.hidden_size, L = s.num_layers, T = c.T, B = c.B;
   const cd::PackedImage image = cd::pack_image<Op>(s, pr.layers.data());
   const std::vector<cd::PackedLayer<Op>> layers = cd::layer_views<Op>(image, image.bytes.data());
   Outputs o;
@@ -99,7 +99,9 @@ Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr,
   io.dx_sb = pr.x_sb;
   io.dh0 = o.dh0.data();
   io.dc0 = o.dc0.data();
-  (void)I;
+  std::vector<const float*> masks;
+  for (const std::vector<float>& m : pr.masks) masks.push_back(m.data());
+  io.masks = masks.empty() ? nullptr : masks.data();
   const cd::TrainLayout layout = cd::train_layout(s, T, B, sizeof(typename cd::OperandTraits<Op>::Storage));
   std::vector<unsigned char> workspace(layout.total, 0xff);  // NaN-filled floats
   EmuExec exec;
@@ -212,6 +214,13 @@ std::vector<Case> cases() {
        .states = true,
        .lengths = false},
       {.s = shape(9, 20, 1, true, true), .T = 3, .B = 11, .batch_first = false, .states = true, .lengths = true},
+      {.s = shape(6, 10, 3, true),
+       .T = 4,
+       .B = 3,
+       .batch_first = true,
+       .states = false,
+       .lengths = true,
+       .dropout = true},  // masks between three layers
   };
 }
 
@@ -228,7 +237,7 @@ EMU_TEST(train_f32_matches_float64) {
 EMU_TEST(train_low_precision_matches_float64) {
   if (emu::detail::kTsan) return;
   std::uint64_t seed = 100;
-  for (const Case& c : {cases()[1], cases()[2], cases()[4]}) {
+  for (const Case& c : {cases()[1], cases()[2], cases()[4], cases()[5]}) {
     CHECK(check_train<cd::Operand::kTF32>(c, kSmall, 5e-3, seed++) > 1e-5);
     CHECK(check_train<cd::Operand::kBF16>(c, kSmall, 5e-2, seed++) > 1e-4);
     CHECK(check_train<cd::Operand::kF16>(c, kNoRoom, 5e-3, seed++) > 1e-5);

@@ -3,7 +3,8 @@
 // the rows m = t * B + b in ascending order: no atomics and no split sums, so every gradient is bitwise the
 // same from run to run (and across launch shapes). Products in fp32 with the packed (operand-rounded) weights.
 //   outer   dW[n, k] = sum_m dz[m, a_off + n] * v_m[k]: dW_ih (v = the layer input x), dW_hh (v = h_{t-1} of
-//           direction d: the previous position's y, or h0 at a row's first step) and db (v = 1)
+//           direction d: the previous position's y, or h0 at a row's first step), db (v = 1) and, with a
+//           projection, dW_hr (dz -> dr_t, v = m_t = o * tanh(c_t))
 //   peep    dp_i[j] = sum_m dz_i c_{t-1}, dp_f[j] = sum_m dz_f c_{t-1}, dp_o[j] = sum_m dz_o c_t
 //   input   dx[m, i] = sum_n dz[m, n] W_ih[n, i]: the gradient reaching the layer input
 // Device code only; the plans are host code.
@@ -19,7 +20,7 @@ namespace fastlstm::cuda::detail {
 
 constexpr int kGradThreads = 256;
 
-enum class OuterRows : int { kInput = 0, kHprev = 1, kOnes = 2 };
+enum class OuterRows : int { kInput = 0, kHprev = 1, kOnes = 2, kCellOut = 3 };
 
 struct OuterParams {
   int M = 0, N = 0, K = 0, B = 0, T = 0;
@@ -34,16 +35,29 @@ struct OuterParams {
   int d = 0;
   const float* h0 = nullptr;
   const int* lengths = nullptr;  // [B] or null (all T)
-  float* out = nullptr;          // [N, K] row-major
+  // kCellOut (direction d, K = H): v_m = m_t = o * tanh(c_t) from the forward's saved gates and c (train.cuh).
+  const float* gates = nullptr;
+  const float* c = nullptr;
+  std::int64_t ldg = 0;
+  float* out = nullptr;  // [N, K] row-major
 };
 
-__device__ inline const float* outer_row(const OuterParams& p, int m) {
+// Element k of row m's v.
+__device__ inline float outer_value(const OuterParams& p, int m, int k) {
+  if (p.rows == OuterRows::kOnes) return 1.0f;
+  if (p.rows == OuterRows::kCellOut) {
+    const float o = p.gates[m * p.ldg + (p.d * 4 + 3) * p.K + k];
+    return o * tanhf(p.c[m * (p.ldg / 4) + p.d * p.K + k]);
+  }
   const int t = m / p.B, b = m - t * p.B;
-  if (p.rows == OuterRows::kInput) return p.x + t * p.x_st + b * p.x_sb;
+  if (p.rows == OuterRows::kInput) {
+    const std::int64_t at = t * p.x_st + b * p.x_sb + k;
+    return p.x_mask != nullptr ? p.x[at] * p.x_mask[at] : p.x[at];
+  }
   const int len = p.lengths != nullptr ? p.lengths[b] : p.T;
   const bool first = p.d == 1 ? t + 1 >= len : t == 0;
-  if (!first) return p.x + (p.d == 1 ? t + 1 : t - 1) * p.x_st + b * p.x_sb + p.d * p.K;
-  return p.h0 != nullptr ? p.h0 + (static_cast<std::int64_t>(p.d) * p.B + b) * p.K : nullptr;
+  if (!first) return p.x[(p.d == 1 ? t + 1 : t - 1) * p.x_st + b * p.x_sb + p.d * p.K + k];
+  return p.h0 != nullptr ? p.h0[(static_cast<std::int64_t>(p.d) * p.B + b) * p.K + k] : 0.0f;
 }
 
 __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p) {
@@ -51,17 +65,7 @@ __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p)
   if (e >= static_cast<std::int64_t>(p.N) * p.K) return;
   const int n = static_cast<int>(e / p.K), k = static_cast<int>(e - static_cast<std::int64_t>(n) * p.K);
   float s = 0.0f;
-  for (int m = 0; m < p.M; ++m) {
-    const float a = p.dz[m * p.ldz + p.a_off + n];
-    if (p.rows == OuterRows::kOnes) {
-      s += a;
-    } else {
-      const float* v = outer_row(p, m);
-      float vk = v != nullptr ? v[k] : 0.0f;
-      if (p.x_mask != nullptr) vk *= p.x_mask[(v - p.x) + k];
-      s += a * vk;
-    }
-  }
+  for (int m = 0; m < p.M; ++m) s += p.dz[m * p.ldz + p.a_off + n] * outer_value(p, m, k);
   p.out[e] = s;
 }
 

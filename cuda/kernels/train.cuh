@@ -3,7 +3,6 @@
 // both directions at once), the weight gradients and the gradient reaching the layer's input (grads.cuh).
 // Host code over an executor, as forward.cuh: the same launches run on a GPU and on the CPU execution model.
 // Every gradient is a fixed-order sum (no atomics): bitwise the same from run to run.
-// This increment: no projection (proj_size = 0).
 #pragma once
 
 #include <cstddef>
@@ -18,8 +17,8 @@
 
 namespace fastlstm::cuda::detail {
 
-// The call's arrays besides the forward's: dy like y, dx like x; dh_n / dc_n [L*D, B, H] (or null: zeros);
-// dh0 / dc0 [L*D, B, H] written.
+// The call's arrays besides the forward's: dy like y, dx like x; dh_n [L*D, B, R] / dc_n [L*D, B, H] (or null:
+// zeros); dh0 [L*D, B, R] / dc0 [L*D, B, H] written (R = proj_size or hidden_size).
 struct TrainIO {
   ForwardIO fwd;
   const float* dy = nullptr;
@@ -28,24 +27,25 @@ struct TrainIO {
   float* dx = nullptr;
   std::int64_t dx_st = 0, dx_sb = 0;
   float *dh0 = nullptr, *dc0 = nullptr;
-  // Dropout between layers: L - 1 masks [T, B, D*H], the one of layer k applied where layer k + 1 reads
+  // Dropout between layers: L - 1 masks [T, B, D*R], the one of layer k applied where layer k + 1 reads
   // layer k's output (its input projection and dW_ih) and to the gradient passed back down; or null.
   const float* const* masks = nullptr;
 };
 
 // One layer's parameter gradients, in the user's layouts: w_ih [D*4H, In] (directions stacked), w_hh
-// [D][4H, H], bias [D*4H] (the gradient of b_ih and of b_hh alike; null without bias), peep [D][3][H] (null
-// without peepholes).
+// [D][4H, R], bias [D*4H] (the gradient of b_ih and of b_hh alike; null without bias), peep [D][3][H] (null
+// without peepholes), w_hr [D][P, H] (null without a projection).
 struct LayerGrads {
-  float *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr;
+  float *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr, *w_hr = nullptr;
 };
 
 // The workspace after the forward's (forward_layout): per layer the saved gates [T*B, D*4H] and c [T*B, D*H],
-// the outputs of the layers below the last [T*B, D*H], two buffers for the gradient passed down a layer, W_hh
-// transposed [D][H][4H] (operand format), and the backward's carried dh [D][2][B, H] and dc [D][B, H].
+// the outputs of the layers below the last [T*B, D*R], two buffers for the gradient passed down a layer, W_hh
+// transposed [D][R][4H] and W_hr transposed [D][H][P] (operand format), dr_t [T*B, D*P] (projection), and the
+// backward's carried dh [D][2][B, R] and dc [D][B, H].
 struct TrainLayout {
   ForwardLayout fwd;
-  std::size_t gates = 0, c = 0, ys = 0, dx[2] = {0, 0}, wt = 0, dh = 0, dc = 0, total = 0;
+  std::size_t gates = 0, c = 0, ys = 0, dx[2] = {0, 0}, wt = 0, wr = 0, dr = 0, dh = 0, dc = 0, total = 0;
   std::size_t gates_bytes = 0, c_bytes = 0, y_bytes = 0;  // one layer's
 };
 
@@ -53,11 +53,12 @@ inline TrainLayout train_layout(const ModelShape& s, int T, int B, std::size_t o
   const auto a256 = [](std::size_t n) { return (n + 255) & ~std::size_t{255}; };
   const std::size_t D = static_cast<std::size_t>(s.directions()), H = static_cast<std::size_t>(s.hidden_size);
   const std::size_t L = static_cast<std::size_t>(s.num_layers), TB = static_cast<std::size_t>(T) * B;
+  const std::size_t R = static_cast<std::size_t>(s.out_size()), P = static_cast<std::size_t>(s.proj_size);
   TrainLayout w;
   w.fwd = forward_layout(s, T, B);
   w.gates_bytes = a256(sizeof(float) * TB * D * 4 * H);
   w.c_bytes = a256(sizeof(float) * TB * D * H);
-  w.y_bytes = a256(sizeof(float) * TB * D * H);
+  w.y_bytes = a256(sizeof(float) * TB * D * R);
   std::size_t at = w.fwd.total;
   w.gates = at;
   at += L * w.gates_bytes;
@@ -70,9 +71,13 @@ inline TrainLayout train_layout(const ModelShape& s, int T, int B, std::size_t o
     at += L > 1 ? w.y_bytes : 0;
   }
   w.wt = at;
-  at += a256(operand_bytes * D * H * 4 * H);
+  at += a256(operand_bytes * D * R * 4 * H);
+  w.wr = at;
+  at += a256(operand_bytes * D * H * P);
+  w.dr = at;
+  at += a256(sizeof(float) * TB * D * P);
   w.dh = at;
-  at += a256(sizeof(float) * D * 2 * B * H);
+  at += a256(sizeof(float) * D * 2 * B * R);
   w.dc = at;
   at += a256(sizeof(float) * D * B * H);
   w.total = at;
@@ -113,7 +118,8 @@ inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout
 
 // The backward recurrence's plan; std::invalid_argument (before anything runs) for a hidden size it cannot take.
 inline RecurrencePlan backward_plan(const ModelShape& s, int B, std::size_t operand_bytes, const DeviceLimits& dev) {
-  const RecurrencePlan plan = recurrence_backward_plan(s.hidden_size, s.directions(), B, operand_bytes, dev);
+  const RecurrencePlan plan =
+      recurrence_backward_plan(s.hidden_size, s.proj_size, s.directions(), B, operand_bytes, dev);
   if (plan.batch_chunk == 0) {
     throw std::invalid_argument("hidden_size: " + std::to_string(s.hidden_size) +
                                 " is too large for the CUDA backward on this device (one row of 4 * hidden_size "
@@ -139,32 +145,44 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
                     const TrainIO& io, const LayerGrads* grads, void* workspace) {
   using Storage = typename OperandTraits<Op>::Storage;
   const int T = io.fwd.T, B = io.fwd.B, D = s.directions(), H = s.hidden_size, L = s.num_layers;
+  const int P = s.proj_size, R = s.out_size();
   const TrainLayout w = train_layout(s, T, B, sizeof(Storage));
   unsigned char* ws = static_cast<unsigned char*>(workspace);
   const std::vector<LayerSave> save = layer_saves(s, w, workspace, io.masks);
 
   const RecurrencePlan plan = backward_plan(s, B, sizeof(Storage), dev);
-  const std::int64_t layer_state = static_cast<std::int64_t>(D) * B * H, G = 4 * H, ldg = D * G;
-  const std::int64_t inter_st = static_cast<std::int64_t>(B) * D * H, inter_sb = static_cast<std::int64_t>(D) * H;
+  const std::int64_t layer_h = static_cast<std::int64_t>(D) * B * R, layer_c = static_cast<std::int64_t>(D) * B * H;
+  const std::int64_t G = 4 * H, ldg = D * G;
+  const std::int64_t inter_st = static_cast<std::int64_t>(B) * D * R, inter_sb = static_cast<std::int64_t>(D) * R;
   float* const dz = reinterpret_cast<float*>(ws + w.fwd.z);
+  float* const dr = reinterpret_cast<float*>(ws + w.dr);
   Storage* const wt = reinterpret_cast<Storage*>(ws + w.wt);
+  Storage* const wr = reinterpret_cast<Storage*>(ws + w.wr);
   for (int k = L - 1; k >= 0; --k) {
-    TransposeParams<Storage> tp{static_cast<int>(G), H, layers[k].w_hh, wt};
-    exec(elementwise_plan(G * H, static_cast<unsigned>(D)), transpose_kernel<Storage>, tp);
+    TransposeParams<Storage> tp{static_cast<int>(G), R, layers[k].w_hh, wt};
+    exec(elementwise_plan(G * R, static_cast<unsigned>(D)), transpose_kernel<Storage>, tp);
+    if (P > 0) {
+      TransposeParams<Storage> tr{P, H, layers[k].w_hr, wr};
+      exec(elementwise_plan(static_cast<std::int64_t>(P) * H, static_cast<unsigned>(D)), transpose_kernel<Storage>, tr);
+    }
 
     BackwardParams<Op> bp;
     bp.T = T;
     bp.B = B;
     bp.H = H;
+    bp.P = P;
+    bp.R = R;
     bp.units = plan.units;
+    bp.punits = plan.punits;
     bp.batch_chunk = plan.batch_chunk;
     bp.weights_in_smem = plan.weights_in_smem;
     bp.gates = save[k].gates;
     bp.c = save[k].c;
     bp.ldg = ldg;
     bp.w_hh_t = wt;
+    bp.w_hr_t = P > 0 ? wr : nullptr;
     bp.peep = layers[k].peep;
-    bp.c0 = io.fwd.c0 != nullptr ? io.fwd.c0 + k * layer_state : nullptr;
+    bp.c0 = io.fwd.c0 != nullptr ? io.fwd.c0 + k * layer_c : nullptr;
     bp.lengths = io.fwd.lengths;
     if (k == L - 1) {
       bp.dy = io.dy;
@@ -176,11 +194,12 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       bp.dy_sb = inter_sb;
       bp.dy_mask = save[k].mask;
     }
-    bp.dh_n = io.dh_n != nullptr ? io.dh_n + k * layer_state : nullptr;
-    bp.dc_n = io.dc_n != nullptr ? io.dc_n + k * layer_state : nullptr;
+    bp.dh_n = io.dh_n != nullptr ? io.dh_n + k * layer_h : nullptr;
+    bp.dc_n = io.dc_n != nullptr ? io.dc_n + k * layer_c : nullptr;
     bp.dz = dz;
-    bp.dh0 = io.dh0 + k * layer_state;
-    bp.dc0 = io.dc0 + k * layer_state;
+    bp.dr = dr;
+    bp.dh0 = io.dh0 + k * layer_h;
+    bp.dc0 = io.dc0 + k * layer_c;
     bp.dhbuf = reinterpret_cast<float*>(ws + w.dh);
     bp.dcbuf = reinterpret_cast<float*>(ws + w.dc);
     if (s.peephole) {
@@ -220,18 +239,34 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       exec(elementwise_plan(ldg), outer_grad_kernel, op);
     }
     op.N = static_cast<int>(G);
-    op.K = H;
+    op.K = R;
     op.rows = OuterRows::kHprev;
     op.x = k == L - 1 ? io.fwd.y : save[k].y;
     op.x_st = k == L - 1 ? io.fwd.y_st : inter_st;
     op.x_sb = k == L - 1 ? io.fwd.y_sb : inter_sb;
     op.x_mask = nullptr;  // h_{t-1} is the layer's own output, before any dropout
-    op.h0 = io.fwd.h0 != nullptr ? io.fwd.h0 + k * layer_state : nullptr;
+    op.h0 = io.fwd.h0 != nullptr ? io.fwd.h0 + k * layer_h : nullptr;
     for (int d = 0; d < D; ++d) {
       op.d = d;
       op.a_off = d * G;
-      op.out = grads[k].w_hh + d * G * H;
-      exec(elementwise_plan(G * H), outer_grad_kernel, op);
+      op.out = grads[k].w_hh + d * G * R;
+      exec(elementwise_plan(G * R), outer_grad_kernel, op);
+    }
+    if (P > 0) {  // dW_hr = sum dr_t m_t^T
+      op.dz = dr;
+      op.ldz = static_cast<std::int64_t>(D) * P;
+      op.N = P;
+      op.K = H;
+      op.rows = OuterRows::kCellOut;
+      op.gates = save[k].gates;
+      op.c = save[k].c;
+      op.ldg = ldg;
+      for (int d = 0; d < D; ++d) {
+        op.d = d;
+        op.a_off = static_cast<std::int64_t>(d) * P;
+        op.out = grads[k].w_hr + static_cast<std::int64_t>(d) * P * H;
+        exec(elementwise_plan(static_cast<std::int64_t>(P) * H), outer_grad_kernel, op);
+      }
     }
     if (s.peephole) {
       PeepGradParams pp{T, B, H, dz, save[k].c, ldg, bp.c0, io.fwd.lengths, grads[k].peep};

@@ -75,10 +75,12 @@ int main() {
             [](long long n, const DeviceLimits& dev) {
               LaunchPlan w;
               for (int D : {1, 2}) {
-                for (int B : {1, 16, 256, 4096}) {
-                  for (std::size_t bytes : {2, 4}) {
-                    const LaunchPlan p = cd::recurrence_backward_plan(int(n), D, B, bytes, dev).launch;
-                    if (p.dynamic_smem >= w.dynamic_smem) w = p;
+                for (int P : {0, 1, int(n) / 2}) {
+                  for (int B : {1, 16, 256, 4096}) {
+                    for (std::size_t bytes : {2, 4}) {
+                      const LaunchPlan p = cd::recurrence_backward_plan(int(n), P, D, B, bytes, dev).launch;
+                      if (p.dynamic_smem >= w.dynamic_smem) w = p;
+                    }
                   }
                 }
               }

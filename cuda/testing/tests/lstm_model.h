@@ -1,6 +1,6 @@
 // The LSTM in float64 that the CUDA kernels' tests compare with (fastlstm.reference's formulas): the forward of
-// every option (layers, bidirectional, h0 / c0, lengths, projection, peepholes, no bias) and, without a
-// projection, backpropagation through time; and the random problems the tests draw. Test-only.
+// every option (layers, bidirectional, h0 / c0, lengths, projection, peepholes, no bias, dropout masks between
+// layers) and backpropagation through time; and the random problems the tests draw. Test-only.
 #pragma once
 
 #include <cmath>
@@ -187,46 +187,62 @@ inline void reference(const LstmCase& c, const Problem& pr, std::vector<double>&
 
 // Gradients in float64, the layouts of the CUDA engine's LayerGrads (kernels/train.cuh).
 struct Grads {
-  std::vector<double> dx;                                   // [T][B][I]
-  std::vector<double> dh0, dc0;                             // [L*D][B][H]
-  std::vector<std::vector<double>> w_ih, w_hh, bias, peep;  // per layer
+  std::vector<double> dx;                                         // [T][B][I]
+  std::vector<double> dh0, dc0;                                   // [L*D][B][R], [L*D][B][H]
+  std::vector<std::vector<double>> w_ih, w_hh, bias, peep, w_hr;  // per layer
 };
 
-// Backpropagation through time of dy [T][B][D*H] and dh_n / dc_n [L*D][B][H] (no projection).
+// Backpropagation through time of dy [T][B][D*R], dh_n [L*D][B][R] and dc_n [L*D][B][H].
 inline Grads reference_backward(const LstmCase& c, const Problem& pr, const Trace& tr, const std::vector<double>& dy,
                                 const std::vector<double>& dh_n, const std::vector<double>& dc_n) {
   const ModelShape& s = c.s;
-  const int D = s.directions(), H = s.hidden_size, T = c.T, B = c.B, L = s.num_layers, G = 4 * H;
+  const int D = s.directions(), H = s.hidden_size, R = s.out_size(), P = s.proj_size, T = c.T, B = c.B;
+  const int L = s.num_layers, G = 4 * H;
   Grads g;
-  g.dh0.assign(static_cast<std::size_t>(L) * D * B * H, 0.0);
-  g.dc0 = g.dh0;
+  g.dh0.assign(static_cast<std::size_t>(L) * D * B * R, 0.0);
+  g.dc0.assign(static_cast<std::size_t>(L) * D * B * H, 0.0);
   g.w_ih.resize(L);
   g.w_hh.resize(L);
   g.bias.resize(L);
   g.peep.resize(L);
+  g.w_hr.resize(L);
   std::vector<double> dyk = dy;  // the gradient reaching layer k's output
   for (int k = L - 1; k >= 0; --k) {
     const int In = s.layer_input(k);
     std::vector<double> dx(static_cast<std::size_t>(T) * B * In, 0.0);
     g.w_ih[k].assign(static_cast<std::size_t>(D) * G * In, 0.0);
-    g.w_hh[k].assign(static_cast<std::size_t>(D) * G * H, 0.0);
+    g.w_hh[k].assign(static_cast<std::size_t>(D) * G * R, 0.0);
+    g.w_hr[k].assign(static_cast<std::size_t>(D) * P * H, 0.0);
     g.bias[k].assign(static_cast<std::size_t>(D) * G, 0.0);
     g.peep[k].assign(static_cast<std::size_t>(D) * 3 * H, 0.0);
     for (int d = 0; d < D; ++d) {
       const Raw& w = pr.raw[k * D + d];
       const int ld = k * D + d;
       for (int b = 0; b < B; ++b) {
-        std::vector<double> dh(H), dc(H), dz(G);
-        for (int j = 0; j < H; ++j) {
-          dh[j] = dh_n[(static_cast<std::size_t>(ld) * B + b) * H + j];
-          dc[j] = dc_n[(static_cast<std::size_t>(ld) * B + b) * H + j];
-        }
+        std::vector<double> dh(R), dc(H), dz(G), dm(H);  // dh: the carried gradient of h (r with a projection)
+        for (int q = 0; q < R; ++q) dh[q] = dh_n[(static_cast<std::size_t>(ld) * B + b) * R + q];
+        for (int j = 0; j < H; ++j) dc[j] = dc_n[(static_cast<std::size_t>(ld) * B + b) * H + j];
         for (int st = pr.len[b] - 1; st >= 0; --st) {
           const int t = d == 1 ? pr.len[b] - 1 - st : st;
           const std::size_t at = (static_cast<std::size_t>(ld) * B + b) * T + st;
           const std::vector<double>& gt = tr.gates[at];
+          for (int q = 0; q < R; ++q) dh[q] += dyk[(static_cast<std::size_t>(t) * B + b) * D * R + d * R + q];
+          for (int j = 0; j < H; ++j) {  // the gradient reaching m_t = o * tanh(c_t)
+            if (P == 0) {
+              dm[j] = dh[j];
+            } else {
+              dm[j] = 0.0;
+              for (int q = 0; q < P; ++q) dm[j] += dh[q] * w.w_hr[static_cast<std::size_t>(q) * H + j];
+            }
+          }
+          for (int q = 0; q < P; ++q) {
+            for (int j = 0; j < H; ++j) {
+              g.w_hr[k][(static_cast<std::size_t>(d) * P + q) * H + j] +=
+                  dh[q] * gt[3 * H + j] * std::tanh(tr.c[at][j]);
+            }
+          }
           for (int j = 0; j < H; ++j) {
-            const double dhj = dh[j] + dyk[(static_cast<std::size_t>(t) * B + b) * D * H + d * H + j];
+            const double dhj = dm[j];
             const double i = gt[j], f = gt[H + j], gg = gt[2 * H + j], o = gt[3 * H + j];
             const double cj = tr.c[at][j], cp = tr.c_prev[at][j], tc = std::tanh(cj);
             const double dzo = dhj * tc * o * (1 - o);
@@ -251,18 +267,16 @@ inline Grads reference_backward(const LstmCase& c, const Problem& pr, const Trac
               dx[(static_cast<std::size_t>(t) * B + b) * In + i] +=
                   dz[n] * w.w_ih[static_cast<std::size_t>(n) * In + i];
             }
-            for (int q = 0; q < H; ++q) g.w_hh[k][row * H + q] += dz[n] * tr.h_prev[at][q];
+            for (int q = 0; q < R; ++q) g.w_hh[k][row * R + q] += dz[n] * tr.h_prev[at][q];
           }
-          for (int q = 0; q < H; ++q) {
+          for (int q = 0; q < R; ++q) {
             double v = 0.0;
-            for (int n = 0; n < G; ++n) v += dz[n] * w.w_hh[static_cast<std::size_t>(n) * H + q];
+            for (int n = 0; n < G; ++n) v += dz[n] * w.w_hh[static_cast<std::size_t>(n) * R + q];
             dh[q] = v;
           }
         }
-        for (int j = 0; j < H; ++j) {
-          g.dh0[(static_cast<std::size_t>(ld) * B + b) * H + j] = dh[j];
-          g.dc0[(static_cast<std::size_t>(ld) * B + b) * H + j] = dc[j];
-        }
+        for (int q = 0; q < R; ++q) g.dh0[(static_cast<std::size_t>(ld) * B + b) * R + q] = dh[q];
+        for (int j = 0; j < H; ++j) g.dc0[(static_cast<std::size_t>(ld) * B + b) * H + j] = dc[j];
       }
     }
     dyk = std::move(dx);

@@ -2,9 +2,10 @@
 // backward recurrence, the fixed-order weight and input gradients) executed on the CPU execution model against
 // backpropagation through time in float64 (lstm_model.h), for every option this increment covers: layers,
 // bidirectional, batch_first strides, h0 / c0 and their gradients, gradients reaching h_n / c_n, lengths,
-// peepholes, no bias, dropout masks between layers. Outputs are poisoned with NaN first; shapes hit the tails (H not a
-// multiple of the tiles, B = 1, T = 1, B = 11 for two mma batch tiles, blocks owning fewer units); devices with the
-// W_hh^T slice on chip and off it. Gradients must be bitwise identical from run to run, under another schedule.
+// peepholes, no bias, dropout masks between layers, projections. Outputs are poisoned with NaN first; shapes hit the
+// tails (H not a multiple of the tiles, B = 1, T = 1, B = 11 for two mma batch tiles, blocks owning fewer units);
+// devices with the W_hh^T slice on chip and off it. Gradients must be bitwise identical from run to run, under another
+// schedule.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -32,7 +33,7 @@ using fastlstm::ModelShape;
 // Everything a training call writes, NaN-poisoned before it.
 struct Outputs {
   std::vector<float> y, hn, cn, dx, dh0, dc0;
-  std::vector<std::vector<float>> w_ih, w_hh, bias, peep;
+  std::vector<std::vector<float>> w_ih, w_hh, bias, peep, w_hr;
   bool operator==(const Outputs& o) const {
     const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
       return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -43,7 +44,7 @@ struct Outputs {
       return true;
     };
     return same(y, o.y) && same(dx, o.dx) && same(dh0, o.dh0) && same(dc0, o.dc0) && all(w_ih, o.w_ih) &&
-           all(w_hh, o.w_hh) && all(bias, o.bias) && all(peep, o.peep);
+           all(w_hh, o.w_hh) && all(bias, o.bias) && all(peep, o.peep) && all(w_hr, o.w_hr);
   }
 };
 
@@ -51,11 +52,12 @@ template <cd::Operand Op>
 Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr, const std::vector<float>& dy,
                   const std::vector<float>& dh_n, const std::vector<float>& dc_n) {
   const ModelShape& s = c.s;
-  const int D = s.directions(), H = s.hidden_size, L = s.num_layers, T = c.T, B = c.B;
+  const int D = s.directions(), H = s.hidden_size, R = s.out_size(), P = s.proj_size, L = s.num_layers, T = c.T,
+            B = c.B;
   const cd::PackedImage image = cd::pack_image<Op>(s, pr.layers.data());
   const std::vector<cd::PackedLayer<Op>> layers = cd::layer_views<Op>(image, image.bytes.data());
   Outputs o;
-  o.y.assign(static_cast<std::size_t>(T) * B * D * H, NAN);
+  o.y.assign(static_cast<std::size_t>(T) * B * D * R, NAN);
   o.hn.assign(pr.h0.size(), NAN);
   o.cn.assign(pr.c0.size(), NAN);
   o.dx.assign(pr.x.size(), NAN);
@@ -64,17 +66,18 @@ Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr,
   std::vector<cd::LayerGrads> grads(L);
   for (int k = 0; k < L; ++k) {
     o.w_ih.emplace_back(static_cast<std::size_t>(D) * 4 * H * s.layer_input(k), NAN);
-    o.w_hh.emplace_back(static_cast<std::size_t>(D) * 4 * H * H, NAN);
+    o.w_hh.emplace_back(static_cast<std::size_t>(D) * 4 * H * R, NAN);
     o.bias.emplace_back(s.bias ? static_cast<std::size_t>(D) * 4 * H : 0, NAN);
     o.peep.emplace_back(s.peephole ? static_cast<std::size_t>(D) * 3 * H : 0, NAN);
+    o.w_hr.emplace_back(static_cast<std::size_t>(D) * P * H, NAN);
   }
   for (int k = 0; k < L; ++k) {
     grads[k] = {o.w_ih[k].data(), o.w_hh[k].data(), s.bias ? o.bias[k].data() : nullptr,
-                s.peephole ? o.peep[k].data() : nullptr};
+                s.peephole ? o.peep[k].data() : nullptr, P > 0 ? o.w_hr[k].data() : nullptr};
   }
   // y and dy in the user's layout, as x ([T,B,.] or [B,T,.]).
-  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * H : static_cast<std::int64_t>(B) * D * H;
-  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * H : static_cast<std::int64_t>(D) * H;
+  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * R : static_cast<std::int64_t>(B) * D * R;
+  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * R : static_cast<std::int64_t>(D) * R;
   cd::TrainIO io;
   io.fwd.T = T;
   io.fwd.B = B;
@@ -114,25 +117,25 @@ Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr,
 template <cd::Operand Op>
 double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::uint64_t seed) {
   const ModelShape& s = c.s;
-  const int D = s.directions(), H = s.hidden_size, T = c.T, B = c.B;
+  const int D = s.directions(), H = s.hidden_size, R = s.out_size(), T = c.T, B = c.B;
   const Problem pr = emu::testing::draw(c, seed);
   std::mt19937_64 rng(seed + 1000);
   std::normal_distribution<float> normal;
-  std::vector<float> dy(static_cast<std::size_t>(T) * B * D * H), dh_n(pr.h0.size()), dc_n(pr.c0.size());
+  std::vector<float> dy(static_cast<std::size_t>(T) * B * D * R), dh_n(pr.h0.size()), dc_n(pr.c0.size());
   for (auto* v : {&dy, &dh_n, &dc_n}) {
     for (float& e : *v) e = normal(rng);
   }
   const Outputs o = run_train<Op>(c, dev, pr, dy, dh_n, dc_n);
 
-  // The reference takes dy as [T][B][D*H] and zeros for dh_n / dc_n where the call passed none.
-  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * H : static_cast<std::int64_t>(B) * D * H;
-  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * H : static_cast<std::int64_t>(D) * H;
+  // The reference takes dy as [T][B][D*R] and zeros for dh_n / dc_n where the call passed none.
+  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * R : static_cast<std::int64_t>(B) * D * R;
+  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * R : static_cast<std::int64_t>(D) * R;
   std::vector<double> dyt(dy.size()), dh64(dh_n.size(), 0.0), dc64(dc_n.size(), 0.0);
   std::vector<float> yt(o.y.size());
   for (int t = 0; t < T; ++t) {
     for (int b = 0; b < B; ++b) {
-      for (int q = 0; q < D * H; ++q) {
-        const std::size_t at = (static_cast<std::size_t>(t) * B + b) * D * H + q;
+      for (int q = 0; q < D * R; ++q) {
+        const std::size_t at = (static_cast<std::size_t>(t) * B + b) * D * R + q;
         dyt[at] = dy[t * y_st + b * y_sb + q];
         yt[at] = o.y[t * y_st + b * y_sb + q];
       }
@@ -148,8 +151,9 @@ double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::
   const emu::testing::Grads g = emu::testing::reference_backward(c, pr, trace, dyt, dh64, dc64);
 
   const std::string what = "T=" + std::to_string(T) + " B=" + std::to_string(B) + " H=" + std::to_string(H) +
-                           " L=" + std::to_string(s.num_layers) + " D=" + std::to_string(D) +
-                           " op=" + std::to_string(static_cast<int>(Op)) + " sms=" + std::to_string(dev.sm_count);
+                           " P=" + std::to_string(s.proj_size) + " L=" + std::to_string(s.num_layers) +
+                           " D=" + std::to_string(D) + " op=" + std::to_string(static_cast<int>(Op)) +
+                           " sms=" + std::to_string(dev.sm_count);
   double err_hh = 0.0;
   const auto expect = [&](const std::string& name, const std::vector<float>& got, const std::vector<double>& want) {
     CHECK_EQ(got.size(), want.size());
@@ -178,17 +182,18 @@ double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::
     expect("dW_hh" + l, o.w_hh[k], g.w_hh[k]);
     if (s.bias) expect("db" + l, o.bias[k], g.bias[k]);
     if (s.peephole) expect("dpeep" + l, o.peep[k], g.peep[k]);
+    if (s.proj_size > 0) expect("dW_hr" + l, o.w_hr[k], g.w_hr[k]);
     for (std::size_t i = 0; i < g.w_hh[k].size(); ++i)
       err_hh = std::max(err_hh, std::fabs(o.w_hh[k][i] - g.w_hh[k][i]));
   }
   return err_hh;
 }
 
-ModelShape shape(int I, int H, int L = 1, bool bi = false, bool peep = false, bool bias = true) {
+ModelShape shape(int I, int H, int L = 1, bool bi = false, bool peep = false, bool bias = true, int P = 0) {
   return {.input_size = I,
           .hidden_size = H,
           .num_layers = L,
-          .proj_size = 0,
+          .proj_size = P,
           .bidirectional = bi,
           .bias = bias,
           .peephole = peep};
@@ -202,7 +207,7 @@ constexpr cd::DeviceLimits kNoRoom{3, 2048, 2048, 65536};
 constexpr double kTolF32 = 1e-4;
 
 std::vector<Case> cases() {
-  if (emu::detail::kTsan) return {{shape(5, 9, 2, true, true), 3, 2, false, true, true}};
+  if (emu::detail::kTsan) return {{shape(5, 9, 2, true, true, true, 4), 3, 2, false, true, true, true}};
   return {
       {.s = shape(7, 13), .T = 5, .B = 3, .batch_first = false, .states = false, .lengths = false},
       {.s = shape(5, 9, 2, true), .T = 6, .B = 3, .batch_first = false, .states = true, .lengths = true},
@@ -221,6 +226,19 @@ std::vector<Case> cases() {
        .states = false,
        .lengths = true,
        .dropout = true},  // masks between three layers
+      {.s = shape(6, 11, 2, true, true, true, 5),
+       .T = 5,
+       .B = 4,
+       .batch_first = true,
+       .states = true,
+       .lengths = true,
+       .dropout = true},  // projection with everything else
+      {.s = shape(70, 33, 1, false, false, true, 7),
+       .T = 4,
+       .B = 2,
+       .batch_first = false,
+       .states = true,
+       .lengths = false},  // projection, K > one slice, P < H
   };
 }
 
@@ -237,7 +255,7 @@ EMU_TEST(train_f32_matches_float64) {
 EMU_TEST(train_low_precision_matches_float64) {
   if (emu::detail::kTsan) return;
   std::uint64_t seed = 100;
-  for (const Case& c : {cases()[1], cases()[2], cases()[4], cases()[5]}) {
+  for (const Case& c : {cases()[1], cases()[2], cases()[4], cases()[5], cases()[6]}) {
     CHECK(check_train<cd::Operand::kTF32>(c, kSmall, 5e-3, seed++) > 1e-5);
     CHECK(check_train<cd::Operand::kBF16>(c, kSmall, 5e-2, seed++) > 1e-4);
     CHECK(check_train<cd::Operand::kF16>(c, kNoRoom, 5e-3, seed++) > 1e-5);
@@ -247,9 +265,9 @@ EMU_TEST(train_low_precision_matches_float64) {
 // Bitwise the same gradients under another order of the blocks and threads.
 EMU_TEST(train_gradients_are_deterministic) {
   if (emu::detail::kTsan) return;
-  const Case c = cases()[2];
+  const Case c = cases()[6];
   const Problem pr = emu::testing::draw(c, 7);
-  std::vector<float> dy(static_cast<std::size_t>(c.T) * c.B * 2 * c.s.hidden_size, 0.25f), dh(pr.h0.size(), 0.5f),
+  std::vector<float> dy(static_cast<std::size_t>(c.T) * c.B * 2 * c.s.out_size(), 0.25f), dh(pr.h0.size(), 0.5f),
       dc(pr.c0.size(), -0.5f);
   const Outputs first = run_train<cd::Operand::kBF16>(c, kSmall, pr, dy, dh, dc);
   for (emu::Order order : {emu::Order::reverse, emu::Order::random}) {
@@ -260,7 +278,7 @@ EMU_TEST(train_gradients_are_deterministic) {
 
 EMU_TEST(backward_plan_for_reference_devices) {
   // H200, H=768: the forward's 6 units per block on 128 blocks; W_hh^T slice 6 x 3072 fp32 = 72 KiB on chip.
-  cd::RecurrencePlan p = cd::recurrence_backward_plan(768, 1, 16, 4, cd::kH200);
+  cd::RecurrencePlan p = cd::recurrence_backward_plan(768, 0, 1, 16, 4, cd::kH200);
   CHECK_EQ(p.units, 6);
   CHECK_EQ(p.launch.grid.x, 128u);
   CHECK(p.weights_in_smem);
@@ -268,25 +286,30 @@ EMU_TEST(backward_plan_for_reference_devices) {
   for (const cd::DeviceLimits& dev : {cd::kA100, cd::kH200}) {
     for (int H : {1, 7, 128, 768, 1000, 1024, 4096, 16384}) {
       for (int D : {1, 2}) {
-        const cd::RecurrencePlan q = cd::recurrence_backward_plan(H, D, 256, 2, dev);
-        const cd::RecurrencePlan f = cd::recurrence_plan(H, 0, D, 256, 2, dev);
-        if (16 * static_cast<std::size_t>(H) + 64 > dev.max_smem_per_block) {  // one fp32 row of 4H: too big
-          CHECK_EQ(q.batch_chunk, 0);
-          bool refused = false;
-          try {
-            cd::backward_plan(ModelShape{.input_size = 1, .hidden_size = H, .bidirectional = D == 2}, 256, 2, dev);
-          } catch (const std::invalid_argument& e) {
-            refused = std::string(e.what()).find("hidden_size") == 0;
+        for (int P : {0, 1, H / 2}) {
+          const cd::RecurrencePlan q = cd::recurrence_backward_plan(H, P, D, 256, 2, dev);
+          const cd::RecurrencePlan f = cd::recurrence_plan(H, P, D, 256, 2, dev);
+          if (16 * static_cast<std::size_t>(H) + 64 > dev.max_smem_per_block) {  // one fp32 row of 4H: too big
+            CHECK_EQ(q.batch_chunk, 0);
+            bool refused = false;
+            try {
+              cd::backward_plan(ModelShape{.input_size = 1, .hidden_size = H, .proj_size = P, .bidirectional = D == 2},
+                                256, 2, dev);
+            } catch (const std::invalid_argument& e) {
+              refused = std::string(e.what()).find("hidden_size") == 0;
+            }
+            CHECK(refused);
+            continue;
           }
-          CHECK(refused);
-          continue;
+          CHECK(q.batch_chunk >= 1);
+          cd::backward_plan(ModelShape{.input_size = 1, .hidden_size = H, .proj_size = P, .bidirectional = D == 2}, 256,
+                            2, dev);
+          CHECK_EQ(q.units, f.units);  // the backward's blocks own the forward's units and outputs
+          CHECK_EQ(q.punits, f.punits);
+          CHECK(q.launch.grid.x * q.launch.grid.y <= static_cast<unsigned>(dev.sm_count));
+          CHECK(static_cast<int>(q.launch.grid.x) * q.units >= H);
+          CHECK(q.launch.dynamic_smem <= dev.max_smem_per_block);
         }
-        CHECK(q.batch_chunk >= 1);
-        cd::backward_plan(ModelShape{.input_size = 1, .hidden_size = H, .bidirectional = D == 2}, 256, 2, dev);
-        CHECK_EQ(q.units, f.units);  // the backward's blocks own the forward's units
-        CHECK(q.launch.grid.x * q.launch.grid.y <= static_cast<unsigned>(dev.sm_count));
-        CHECK(static_cast<int>(q.launch.grid.x) * q.units >= H);
-        CHECK(q.launch.dynamic_smem <= dev.max_smem_per_block);
       }
     }
   }

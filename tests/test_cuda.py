@@ -125,14 +125,71 @@ def test_sequence_engine_step_matches_the_sequence():
         np.testing.assert_allclose(yt, y[t], rtol=1e-5, atol=1e-6)
 
 
-def test_sequence_engine_refuses_training_and_foreign_pointers():
+# Training on a real GPU against the CPU engine in float64 (itself held to the reference and to finite
+# differences by the CPU tests): every gradient, with the same dropout masks; tolerances per precision, of the
+# gradients' scale. Then: bitwise the same gradients from a second backward and a second training call.
+TRAIN_CASES = [
+    (dict(), 7, 3, 5, 13),
+    (dict(num_layers=2, bidirectional=True, dropout=0.3), 6, 4, 8, 33),
+    (dict(peephole=True, proj_size=5, bidirectional=True, num_layers=2, batch_first=True, dropout=0.2), 5, 5, 6, 11),
+    (dict(bias=False), 1, 1, 3, 10),
+    (dict(num_layers=2), 50, 16, 128, 256),
+]
+TRAIN_TOL = {None: 1e-4, "tf32": 5e-3, "bf16": 5e-2, "fp16": 5e-3}
+
+
+@pytest.mark.parametrize("precision", list(TRAIN_TOL))
+@pytest.mark.parametrize("index", range(len(TRAIN_CASES)))
+def test_sequence_engine_trains_like_the_cpu_in_float64(index, precision):
+    if not _has_gpu():
+        pytest.skip("no CUDA device visible")
+    import fastlstm
+    from fastlstm import functional as F
+
+    opts, T, B, I, H = TRAIN_CASES[index]
+    rng = np.random.default_rng(index * 31 + 7)
+    module = fastlstm.LSTM(I, H, seed=index, **opts)
+    c, params = module.config, module.state_dict()
+    x = rng.standard_normal((B, T, I) if c.batch_first else (T, B, I)).astype(np.float32)
+    DL = c.num_layers * c.num_directions
+    hx = (rng.standard_normal((DL, B, c.out_size)).astype(np.float32),
+          rng.standard_normal((DL, B, c.hidden_size)).astype(np.float32))
+    lengths = rng.integers(1, T + 1, size=B)
+    masks = c.dropout_masks(T, B, np.float32, rng)
+    y_shape = (B, T, c.num_directions * c.out_size) if c.batch_first else (T, B, c.num_directions * c.out_size)
+    dy = rng.standard_normal(y_shape).astype(np.float32)
+    dh_n, dc_n = (rng.standard_normal(a.shape).astype(np.float32) for a in hx)
+
+    def run(device, dtype, prec):
+        w = F.pack(c, params, device=device, dtype=dtype, precision=prec, training=True)
+
+        def cast(a):
+            return None if a is None else np.asarray(a, dtype)
+        y, _, tape = F.forward(w, cast(x), tuple(cast(a) for a in hx), lengths=lengths, train=True,
+                               dropout_masks=None if masks is None else [cast(m) for m in masks])
+        dx, (dh0, dc0), grads = F.backward(tape, cast(dy), cast(dh_n), cast(dc_n))
+        return {"y": y, "dx": dx, "dh0": dh0, "dc0": dc0, **grads}, tape
+
+    want, _ = run("cpu", "float64", None)
+    got, tape = run("cuda", "float32", precision)
+    for name, ref in want.items():
+        tol = TRAIN_TOL[precision] * max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(got[name], ref, rtol=TRAIN_TOL[precision], atol=tol, err_msg=name)
+    again = F.backward(tape, dy, dh_n, dc_n)
+    assert np.array_equal(again[0], got["dx"]) and all(np.array_equal(again[2][k], got[k]) for k in again[2])
+    repeat, _ = run("cuda", "float32", precision)
+    assert all(np.array_equal(repeat[k], got[k]) for k in got), "a second training call gave other bits"
+
+
+def test_sequence_engine_refuses_foreign_pointers_and_device_array_training():
     if not _has_gpu():
         pytest.skip("no CUDA device visible")
     import fastlstm
 
     m = fastlstm.LSTM(3, 5, device="cuda", seed=1)
-    with pytest.raises(RuntimeError, match="training"):
-        m(np.zeros((2, 1, 3), np.float32), train=True)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError, match="numpy arrays"):
+        m(torch.zeros((2, 1, 3), device="cuda"), train=True)
     eng = _core.cuda_engine(0, "float32")
     w = eng.pack(_core.Shape(3, 5, 1, 0, False, True, False),
                  [{k: v for k, v in m.config.layer_params(m.state_dict(), 0, 0).items()}])

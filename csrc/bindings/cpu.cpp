@@ -42,6 +42,78 @@ DType dtype_of(const std::string& name) {
   return t;
 }
 
+// The dropout masks of a training call: None, or L-1 arrays [T, B, D*Hout] (C-contiguous, the engine's dtype).
+std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::object& masks, int T, int B) {
+  const int L = s.num_layers;
+  std::vector<const void*> out(std::max(L - 1, 1), nullptr);
+  if (masks.is_none()) return out;
+  py::list lst = masks.cast<py::list>();
+  if (static_cast<int>(lst.size()) != L - 1) value_error("masks: expected num_layers - 1 arrays");
+  const py::ssize_t width = static_cast<py::ssize_t>(s.directions()) * s.out_size();
+  for (int k = 0; k < L - 1; ++k) out[k] = checked(lst[k], "masks[" + std::to_string(k) + "]", dt, {T, B, width});
+  return out;
+}
+
+BackwardIo backward_io(const PyEngine& e, const PyWeights& w, const PySaved& saved, const py::array& dy,
+                       const py::object& dh_n, const py::object& dc_n, bool batch_first, const py::object& masks) {
+  const SavedState& st = *saved.state;
+  const ModelShape& s = st.shape;
+  const DType dt = e.engine->key().dtype;
+  const py::ssize_t D = s.directions(), L = s.num_layers, Hout = s.out_size(), H = s.hidden_size, P = s.proj_size;
+  const py::ssize_t T = st.T, B = st.B;
+  const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
+  const std::vector<py::ssize_t> yshape =
+      batch_first ? std::vector<py::ssize_t>{B, T, D * Hout} : std::vector<py::ssize_t>{T, B, D * Hout};
+  BackwardIo io;
+  BackwardArgs& a = io.a;
+  a.weights = w.weights.get();
+  a.state = &st;
+  a.dy = checked(dy, "dy", dt, yshape);
+  a.dy_st = elem_stride(dy, ta, "dy");
+  a.dy_sb = elem_stride(dy, ba, "dy");
+  if (!dh_n.is_none()) a.dh_n = checked(dh_n, "dh_n", dt, {D * L, B, Hout});
+  if (!dc_n.is_none()) a.dc_n = checked(dc_n, "dc_n", dt, {D * L, B, H});
+  const std::vector<py::ssize_t> xshape =
+      batch_first ? std::vector<py::ssize_t>{B, T, s.input_size} : std::vector<py::ssize_t>{T, B, s.input_size};
+  io.dx = py::array(np_dtype(dt), xshape);
+  io.dh0 = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, Hout});
+  io.dc0 = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, H});
+  a.dx = io.dx.mutable_data();
+  a.dx_st = elem_stride(io.dx, ta, "dx");
+  a.dx_sb = elem_stride(io.dx, ba, "dx");
+  a.dh0 = io.dh0.mutable_data();
+  a.dc0 = io.dc0.mutable_data();
+  io.masks = mask_pointers(s, dt, masks, static_cast<int>(T), static_cast<int>(B));
+  a.masks = io.masks.data();
+  io.gp.resize(static_cast<std::size_t>(L * D));
+  auto make = [&](py::dict& d, const char* name, std::vector<py::ssize_t> shape) {
+    py::array arr(np_dtype(dt), shape);
+    d[name] = arr;
+    return arr.mutable_data();
+  };
+  for (py::ssize_t k = 0; k < L; ++k) {
+    for (py::ssize_t d = 0; d < D; ++d) {
+      py::dict g;
+      GradPointers& p = io.gp[k * D + d];
+      p.w_ih = make(g, "w_ih", {4 * H, s.layer_input(static_cast<int>(k))});
+      p.w_hh = make(g, "w_hh", {4 * H, Hout});
+      if (s.bias) {
+        p.b_ih = make(g, "b_ih", {4 * H});
+        p.b_hh = make(g, "b_hh", {4 * H});
+      }
+      if (P > 0) p.w_hr = make(g, "w_hr", {P, H});
+      if (s.peephole) {
+        p.p_i = make(g, "p_i", {H});
+        p.p_f = make(g, "p_f", {H});
+        p.p_o = make(g, "p_o", {H});
+      }
+      io.grads.append(g);
+    }
+  }
+  a.grads = io.gp.data();
+  return io;
+}
+
 namespace {
 
 PyEngine cpu_engine(const std::string& isa, const std::string& dtype, const std::string& precision,
@@ -150,18 +222,6 @@ py::tuple forward(const PyEngine& e, const PyWeights& w, const py::array& x, con
   return py::make_tuple(io.y, io.h_n, io.c_n);
 }
 
-// The dropout masks of a training call: None, or L-1 arrays [T, B, D*Hout] (C-contiguous, the engine's dtype).
-std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::object& masks, int T, int B) {
-  const int L = s.num_layers;
-  std::vector<const void*> out(std::max(L - 1, 1), nullptr);
-  if (masks.is_none()) return out;
-  py::list lst = masks.cast<py::list>();
-  if (static_cast<int>(lst.size()) != L - 1) value_error("masks: expected num_layers - 1 arrays");
-  const py::ssize_t width = static_cast<py::ssize_t>(s.directions()) * s.out_size();
-  for (int k = 0; k < L - 1; ++k) out[k] = checked(lst[k], "masks[" + std::to_string(k) + "]", dt, {T, B, width});
-  return out;
-}
-
 py::tuple forward_train(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
                         const py::object& c0, const py::object& lengths, bool batch_first, const py::object& masks,
                         const py::object& saved, int num_threads) {
@@ -188,67 +248,13 @@ PySaved saved_view(const PyEngine& e, const PyWeights& w, const py::object& save
 py::tuple backward(const PyEngine& e, const PyWeights& w, const PySaved& saved, const py::array& dy,
                    const py::object& dh_n, const py::object& dc_n, bool batch_first, const py::object& masks,
                    int num_threads) {
-  const SavedState& st = *saved.state;
-  const ModelShape& s = st.shape;
-  const DType dt = e.engine->key().dtype;
-  const py::ssize_t D = s.directions(), L = s.num_layers, Hout = s.out_size(), H = s.hidden_size, P = s.proj_size;
-  const py::ssize_t T = st.T, B = st.B;
-  const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
-  const std::vector<py::ssize_t> yshape =
-      batch_first ? std::vector<py::ssize_t>{B, T, D * Hout} : std::vector<py::ssize_t>{T, B, D * Hout};
-  BackwardArgs a;
-  a.weights = w.weights.get();
-  a.state = &st;
-  a.dy = checked(dy, "dy", dt, yshape);
-  a.dy_st = elem_stride(dy, ta, "dy");
-  a.dy_sb = elem_stride(dy, ba, "dy");
-  if (!dh_n.is_none()) a.dh_n = checked(dh_n, "dh_n", dt, {D * L, B, Hout});
-  if (!dc_n.is_none()) a.dc_n = checked(dc_n, "dc_n", dt, {D * L, B, H});
-  const std::vector<py::ssize_t> xshape =
-      batch_first ? std::vector<py::ssize_t>{B, T, s.input_size} : std::vector<py::ssize_t>{T, B, s.input_size};
-  py::array dx(np_dtype(dt), xshape);
-  py::array dh0(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, Hout});
-  py::array dc0(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, H});
-  a.dx = dx.mutable_data();
-  a.dx_st = elem_stride(dx, ta, "dx");
-  a.dx_sb = elem_stride(dx, ba, "dx");
-  a.dh0 = dh0.mutable_data();
-  a.dc0 = dc0.mutable_data();
-  const std::vector<const void*> mp = mask_pointers(s, dt, masks, static_cast<int>(T), static_cast<int>(B));
-  a.masks = mp.data();
-  py::list grads;
-  std::vector<GradPointers> gp(static_cast<std::size_t>(L * D));
-  auto make = [&](py::dict& d, const char* name, std::vector<py::ssize_t> shape) {
-    py::array arr(np_dtype(dt), shape);
-    d[name] = arr;
-    return arr.mutable_data();
-  };
-  for (py::ssize_t k = 0; k < L; ++k) {
-    for (py::ssize_t d = 0; d < D; ++d) {
-      py::dict g;
-      GradPointers& p = gp[k * D + d];
-      p.w_ih = make(g, "w_ih", {4 * H, s.layer_input(static_cast<int>(k))});
-      p.w_hh = make(g, "w_hh", {4 * H, Hout});
-      if (s.bias) {
-        p.b_ih = make(g, "b_ih", {4 * H});
-        p.b_hh = make(g, "b_hh", {4 * H});
-      }
-      if (P > 0) p.w_hr = make(g, "w_hr", {P, H});
-      if (s.peephole) {
-        p.p_i = make(g, "p_i", {H});
-        p.p_f = make(g, "p_f", {H});
-        p.p_o = make(g, "p_o", {H});
-      }
-      grads.append(g);
-    }
-  }
-  a.grads = gp.data();
-  a.num_threads = num_threads > 0 ? num_threads : cpu::default_num_threads();
+  BackwardIo io = backward_io(e, w, saved, dy, dh_n, dc_n, batch_first, masks);
+  io.a.num_threads = num_threads > 0 ? num_threads : cpu::default_num_threads();
   {
     py::gil_scoped_release release;
-    e.engine->backward(a);
+    e.engine->backward(io.a);
   }
-  return py::make_tuple(dx, dh0, dc0, grads);
+  return py::make_tuple(io.dx, io.dh0, io.dc0, io.grads);
 }
 
 py::dict sizes(const PyEngine& e, const ModelShape& shape, int T, int B, bool train) {

@@ -1,5 +1,6 @@
 // The CUDA library's bindings: device queries, the fused cell kernel, and the sequence engine on the seam
-// (cuda_engine -> the Engine class of cpu.cpp; cuda_forward: numpy arrays staged through device memory).
+// (cuda_engine -> the Engine class of cpu.cpp; cuda_forward, cuda_forward_train, cuda_backward: numpy arrays
+// staged through device memory).
 // Without a CUDA build, only cuda_built = False.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -71,46 +72,137 @@ class Staging {
   unsigned char* base_;
 };
 
+// Host <-> device pairs of one staged call, in one device allocation: inputs are copied in before the engine
+// runs, outputs out after (the copies wait for the kernels).
+class StagedCall {
+ public:
+  explicit StagedCall(int index) : index_(index) {}
+  // Registers `bytes` at host (null: nothing); -> where the device copy will be, patched into *slot by stage().
+  void in(const void** slot, std::size_t bytes) { add(const_cast<void**>(slot), bytes, true); }
+  void out(void** slot, std::size_t bytes) { add(slot, bytes, false); }
+  // Allocates, copies the inputs in and points every slot at its device copy.
+  void stage() {
+    std::size_t total = 0;
+    for (Item& i : items_) {
+      i.at = total;
+      total += (i.bytes + 255) & ~std::size_t{255};
+    }
+    dev_ = std::make_unique<Staging>(total, index_);
+    for (Item& i : items_) {
+      void* d = dev_->at(i.at);
+      if (i.input) cuda::copy_to_device(d, i.host, i.bytes, index_, nullptr);
+      *i.slot = d;
+    }
+  }
+  void copy_out() {
+    for (const Item& i : items_)
+      if (!i.input) cuda::copy_to_host(i.host, dev_->at(i.at), i.bytes, index_, nullptr);
+  }
+
+ private:
+  struct Item {
+    void** slot;
+    void* host;
+    std::size_t bytes, at;
+    bool input;
+  };
+  void add(void** slot, std::size_t bytes, bool input) {
+    if (*slot != nullptr) items_.push_back({slot, *slot, bytes, 0, input});
+  }
+  int index_;
+  std::vector<Item> items_;
+  std::unique_ptr<Staging> dev_;
+};
+
 // numpy in -> device -> numpy out: forward_io checks the arrays and allocates the outputs on the host (x is
 // made C-contiguous first), every array is staged in one device allocation, the engine runs on the legacy
-// default stream, and the outputs are copied back (which waits for the kernels).
-py::tuple forward(const PyEngine& e, const PyWeights& w, int index, const py::array& x_in, const py::object& h0,
-                  const py::object& c0, const py::object& lengths, bool batch_first) {
+// default stream, and the outputs are copied back (which waits for the kernels). With `train`, the training
+// forward: the saved state lives in the device memory of the engine, held by the returned object until
+// backward.
+py::tuple forward_staged(const PyEngine& e, const PyWeights& w, int index, const py::array& x_in, const py::object& h0,
+                         const py::object& c0, const py::object& lengths, bool batch_first, const py::object& masks,
+                         bool train) {
   const py::array x = py::array::ensure(x_in, py::array::c_style);
   if (!x) type_error("x: expected an array");
   ForwardIo io = forward_io(e, w, x, h0, c0, lengths, batch_first, 1);
   ForwardArgs a = io.a;
   const ModelShape& s = w.weights->shape;
+  std::vector<const void*> mp = mask_pointers(s, DType::kF32, masks, a.T, a.B);
   const std::size_t states = static_cast<std::size_t>(s.num_layers) * s.directions() * a.B * sizeof(float);
-  const std::size_t xb = static_cast<std::size_t>(x.nbytes()), h0b = a.h0 != nullptr ? states * s.out_size() : 0,
-                    c0b = a.c0 != nullptr ? states * s.hidden_size : 0;
-  const std::size_t yb = static_cast<std::size_t>(io.y.nbytes()), hnb = static_cast<std::size_t>(io.h_n.nbytes()),
-                    cnb = static_cast<std::size_t>(io.c_n.nbytes());
-  std::size_t off[7] = {0};
-  const std::size_t bytes[6] = {xb, h0b, c0b, yb, hnb, cnb};
-  for (int i = 0; i < 6; ++i) off[i + 1] = off[i] + ((bytes[i] + 255) & ~std::size_t{255});
+  const std::size_t mask_bytes = sizeof(float) * a.T * a.B * s.directions() * s.out_size();
+  std::shared_ptr<const SavedState> state;
   {
     py::gil_scoped_release release;
-    Staging dev(off[6], index);
-    cuda::copy_to_device(dev.at(off[0]), a.x, xb, index, nullptr);
-    a.x = dev.at(off[0]);
-    if (a.h0 != nullptr) {
-      cuda::copy_to_device(dev.at(off[1]), a.h0, h0b, index, nullptr);
-      a.h0 = dev.at(off[1]);
+    StagedCall call(index);
+    call.in(&a.x, static_cast<std::size_t>(x.nbytes()));
+    call.in(&a.h0, states * s.out_size());
+    call.in(&a.c0, states * s.hidden_size);
+    for (const void*& m : mp) call.in(&m, mask_bytes);
+    call.out(&a.y, static_cast<std::size_t>(io.y.nbytes()));
+    call.out(&a.h_n, static_cast<std::size_t>(io.h_n.nbytes()));
+    call.out(&a.c_n, static_cast<std::size_t>(io.c_n.nbytes()));
+    call.stage();
+    if (train) {
+      state = e.engine->forward_train(a, masks.is_none() ? nullptr : mp.data());
+    } else {
+      e.engine->forward(a);
     }
-    if (a.c0 != nullptr) {
-      cuda::copy_to_device(dev.at(off[2]), a.c0, c0b, index, nullptr);
-      a.c0 = dev.at(off[2]);
-    }
-    a.y = dev.at(off[3]);
-    a.h_n = dev.at(off[4]);
-    a.c_n = dev.at(off[5]);
-    e.engine->forward(a);
-    cuda::copy_to_host(io.y.mutable_data(), a.y, yb, index, nullptr);
-    cuda::copy_to_host(io.h_n.mutable_data(), a.h_n, hnb, index, nullptr);
-    cuda::copy_to_host(io.c_n.mutable_data(), a.c_n, cnb, index, nullptr);
+    call.copy_out();
   }
-  return py::make_tuple(io.y, io.h_n, io.c_n);
+  if (!train) return py::make_tuple(io.y, io.h_n, io.c_n);
+  return py::make_tuple(io.y, io.h_n, io.c_n, PySaved{state, py::none()});
+}
+
+py::tuple forward(const PyEngine& e, const PyWeights& w, int index, const py::array& x, const py::object& h0,
+                  const py::object& c0, const py::object& lengths, bool batch_first) {
+  return forward_staged(e, w, index, x, h0, c0, lengths, batch_first, py::none(), false);
+}
+
+py::tuple forward_train(const PyEngine& e, const PyWeights& w, int index, const py::array& x, const py::object& h0,
+                        const py::object& c0, const py::object& lengths, bool batch_first, const py::object& masks) {
+  return forward_staged(e, w, index, x, h0, c0, lengths, batch_first, masks, true);
+}
+
+// Backward on numpy arrays: dy (made C-contiguous), dh_n, dc_n and the masks staged in, dx, dh0, dc0 and every
+// gradient copied out.
+py::tuple backward(const PyEngine& e, const PyWeights& w, int index, const PySaved& saved, const py::array& dy_in,
+                   const py::object& dh_n, const py::object& dc_n, bool batch_first, const py::object& masks) {
+  const py::array dy = py::array::ensure(dy_in, py::array::c_style);
+  if (!dy) type_error("dy: expected an array");
+  BackwardIo io = backward_io(e, w, saved, dy, dh_n, dc_n, batch_first, masks);
+  BackwardArgs& a = io.a;
+  const ModelShape& s = saved.state->shape;
+  const std::size_t H = s.hidden_size, R = s.out_size(), P = s.proj_size, f = sizeof(float);
+  const std::size_t states = static_cast<std::size_t>(s.num_layers) * s.directions() * saved.state->B * f;
+  const std::size_t mask_bytes = f * saved.state->T * saved.state->B * s.directions() * R;
+  {
+    py::gil_scoped_release release;
+    StagedCall call(index);
+    call.in(&a.dy, static_cast<std::size_t>(dy.nbytes()));
+    call.in(&a.dh_n, states * R);
+    call.in(&a.dc_n, states * H);
+    for (const void*& m : io.masks) call.in(&m, mask_bytes);
+    call.out(&a.dx, static_cast<std::size_t>(io.dx.nbytes()));
+    call.out(&a.dh0, states * R);
+    call.out(&a.dc0, states * H);
+    for (std::size_t i = 0; i < io.gp.size(); ++i) {
+      GradPointers& g = io.gp[i];
+      const std::size_t in = static_cast<std::size_t>(s.layer_input(static_cast<int>(i) / s.directions()));
+      call.out(&g.w_ih, f * 4 * H * in);
+      call.out(&g.w_hh, f * 4 * H * R);
+      call.out(&g.b_ih, f * 4 * H);
+      call.out(&g.b_hh, f * 4 * H);
+      call.out(&g.w_hr, f * P * H);
+      call.out(&g.p_i, f * H);
+      call.out(&g.p_f, f * H);
+      call.out(&g.p_o, f * H);
+    }
+    call.stage();
+    a.masks = masks.is_none() ? nullptr : io.masks.data();
+    e.engine->backward(a);
+    call.copy_out();
+  }
+  return py::make_tuple(io.dx, io.dh0, io.dc0, io.grads);
 }
 
 // Device memory of one output until a capsule takes it over.
@@ -237,6 +329,12 @@ void bind_cuda(py::module_& m) {
   m.def("cuda_forward", &forward, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("x"), py::arg("h0"),
         py::arg("c0"), py::arg("lengths"), py::arg("batch_first"),
         "A CUDA engine's forward on numpy arrays: staged through device memory, results as numpy arrays.");
+  m.def("cuda_forward_train", &forward_train, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("x"),
+        py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("batch_first"), py::arg("masks"),
+        "A CUDA engine's training forward on numpy arrays: -> (y, h_n, c_n, saved state on the device).");
+  m.def("cuda_backward", &backward, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("saved"),
+        py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("batch_first"), py::arg("masks"),
+        "A CUDA engine's backward on numpy arrays: -> (dx, dh0, dc0, [per layer and direction: gradients]).");
   m.def("cuda_forward_dlpack", &forward_dlpack, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("x"),
         py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("batch_first"),
         "A CUDA engine's forward on DLPack capsules of device arrays: -> capsules of new device arrays.");

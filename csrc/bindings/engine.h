@@ -1,6 +1,6 @@
 // What the CPU and CUDA bindings share: the Python objects of the engine seam, a module dtype's name, and a
-// forward call's arguments checked on numpy arrays (cpu.cpp defines them; cuda.cpp stages the same arrays
-// through device memory).
+// forward or backward call's arguments checked on numpy arrays (cpu.cpp defines them; cuda.cpp stages the
+// same arrays through device memory).
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "bindings/arrays.h"
 #include "fastlstm/engine.h"
@@ -37,5 +38,20 @@ struct ForwardIo {
 };
 ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, const py::object& h0,
                      const py::object& c0, const py::object& lengths, bool batch_first, int num_threads);
+
+// The dropout masks of a training call: None, or L-1 arrays [T, B, D*Hout] (C-contiguous, the engine's dtype).
+std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::object& masks, int T, int B);
+
+// A backward call's arguments checked on numpy arrays, and its outputs allocated: dx in x's layout, dh0, dc0,
+// and per layer and direction a dict of the parameters' gradients (grads) that gp points into.
+struct BackwardIo {
+  BackwardArgs a;
+  py::array dx, dh0, dc0;
+  py::list grads;
+  std::vector<GradPointers> gp;
+  std::vector<const void*> masks;
+};
+BackwardIo backward_io(const PyEngine& e, const PyWeights& w, const PySaved& saved, const py::array& dy,
+                       const py::object& dh_n, const py::object& dc_n, bool batch_first, const py::object& masks);
 
 }  // namespace fastlstm::bindings

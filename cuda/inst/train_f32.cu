@@ -1,9 +1,13 @@
-// The training step's kernels and launcher for f32 operands (kernels/train_launch.cuh).
+// The training kernels and launchers for f32 operands (kernels/train_launch.cuh).
 #include "kernels/train_launch.cuh"
 
 namespace fastlstm::cuda::detail {
 
-template void launch_train<Operand::kF32>(const DeviceLimits&, const ModelShape&, const PackedLayer<Operand::kF32>*,
-                                          const TrainIO&, const LayerGrads*, void*, cudaStream_t);
+template void launch_train_forward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
+                                                  const PackedLayer<Operand::kF32>*, const ForwardIO&,
+                                                  const float* const*, void*, void*, cudaStream_t);
+template void launch_train_backward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
+                                                   const PackedLayer<Operand::kF32>*, const TrainIO&, const LayerGrads*,
+                                                   const void*, void*, cudaStream_t);
 
 }  // namespace fastlstm::cuda::detail

@@ -1,9 +1,13 @@
-// The training step's kernels and launcher for tf32 operands (kernels/train_launch.cuh).
+// The training kernels and launchers for tf32 operands (kernels/train_launch.cuh).
 #include "kernels/train_launch.cuh"
 
 namespace fastlstm::cuda::detail {
 
-template void launch_train<Operand::kTF32>(const DeviceLimits&, const ModelShape&, const PackedLayer<Operand::kTF32>*,
-                                           const TrainIO&, const LayerGrads*, void*, cudaStream_t);
+template void launch_train_forward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
+                                                   const PackedLayer<Operand::kTF32>*, const ForwardIO&,
+                                                   const float* const*, void*, void*, cudaStream_t);
+template void launch_train_backward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
+                                                    const PackedLayer<Operand::kTF32>*, const TrainIO&,
+                                                    const LayerGrads*, const void*, void*, cudaStream_t);
 
 }  // namespace fastlstm::cuda::detail

@@ -60,6 +60,8 @@ __device__ inline float outer_value(const OuterParams& p, int m, int k) {
   return p.h0 != nullptr ? p.h0[(static_cast<std::int64_t>(p.d) * p.B + b) * p.K + k] : 0.0f;
 }
 
+// A template only for its linkage: included by several translation units, one definition each.
+template <int = 0>
 __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p) {
   const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= static_cast<std::int64_t>(p.N) * p.K) return;
@@ -79,6 +81,8 @@ struct PeepGradParams {
   float* out = nullptr;  // [D][3][H]
 };
 
+// A template only for its linkage: included by several translation units, one definition each.
+template <int = 0>
 __global__ void __launch_bounds__(kGradThreads) peep_grad_kernel(PeepGradParams p) {
   const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x), d = static_cast<int>(blockIdx.y);
   if (e >= p.H) return;

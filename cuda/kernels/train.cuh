@@ -39,14 +39,16 @@ struct LayerGrads {
   float *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr, *w_hr = nullptr;
 };
 
-// The workspace after the forward's (forward_layout): per layer the saved gates [T*B, D*4H] and c [T*B, D*H],
-// the outputs of the layers below the last [T*B, D*R], two buffers for the gradient passed down a layer, W_hh
-// transposed [D][R][4H] and W_hr transposed [D][H][P] (operand format), dr_t [T*B, D*P] (projection), and the
-// backward's carried dh [D][2][B, R] and dc [D][B, H].
+// Two device buffers. The saved state (what the forward keeps for backward, only read by backward): per layer
+// the gates [T*B, D*4H] and c [T*B, D*H], and the outputs of the layers below the last [T*B, D*R]. The
+// workspace (any call's scratch): the forward's (forward_layout), two buffers for the gradient passed down a
+// layer, W_hh transposed [D][R][4H] and W_hr transposed [D][H][P] (operand format), dr_t [T*B, D*P]
+// (projection), and the backward's carried dh [D][2][B, R] and dc [D][B, H]. Offsets in bytes, 256-aligned.
 struct TrainLayout {
   ForwardLayout fwd;
-  std::size_t gates = 0, c = 0, ys = 0, dx[2] = {0, 0}, wt = 0, wr = 0, dr = 0, dh = 0, dc = 0, total = 0;
-  std::size_t gates_bytes = 0, c_bytes = 0, y_bytes = 0;  // one layer's
+  std::size_t gates = 0, c = 0, ys = 0, saved_total = 0;                               // in the saved state
+  std::size_t dx[2] = {0, 0}, wt = 0, wr = 0, dr = 0, dh = 0, dc = 0, work_total = 0;  // in the workspace
+  std::size_t gates_bytes = 0, c_bytes = 0, y_bytes = 0;                               // one layer's
 };
 
 inline TrainLayout train_layout(const ModelShape& s, int T, int B, std::size_t operand_bytes) {
@@ -59,13 +61,15 @@ inline TrainLayout train_layout(const ModelShape& s, int T, int B, std::size_t o
   w.gates_bytes = a256(sizeof(float) * TB * D * 4 * H);
   w.c_bytes = a256(sizeof(float) * TB * D * H);
   w.y_bytes = a256(sizeof(float) * TB * D * R);
-  std::size_t at = w.fwd.total;
+  std::size_t at = 0;
   w.gates = at;
   at += L * w.gates_bytes;
   w.c = at;
   at += L * w.c_bytes;
   w.ys = at;
   at += (L - 1) * w.y_bytes;
+  w.saved_total = at;
+  at = w.fwd.total;
   for (int i = 0; i < 2; ++i) {
     w.dx[i] = at;
     at += L > 1 ? w.y_bytes : 0;
@@ -80,7 +84,7 @@ inline TrainLayout train_layout(const ModelShape& s, int T, int B, std::size_t o
   at += a256(sizeof(float) * D * 2 * B * R);
   w.dc = at;
   at += a256(sizeof(float) * D * B * H);
-  w.total = at;
+  w.work_total = at;
   return w;
 }
 
@@ -101,10 +105,10 @@ __global__ void __launch_bounds__(kGradThreads) transpose_kernel(TransposeParams
   p.out[d * n + static_cast<std::int64_t>(c) * p.rows + r] = p.in[d * n + e];
 }
 
-// Where the training forward keeps each layer's output, gates and c in the workspace.
-inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout& w, void* workspace,
+// Where the training forward keeps each layer's output, gates and c in the saved state.
+inline std::vector<LayerSave> layer_saves(const ModelShape& s, const TrainLayout& w, void* saved,
                                           const float* const* masks) {
-  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  unsigned char* ws = static_cast<unsigned char*>(saved);
   const int L = s.num_layers;
   std::vector<LayerSave> save(static_cast<std::size_t>(L));
   for (int k = 0; k < L; ++k) {
@@ -128,27 +132,28 @@ inline RecurrencePlan backward_plan(const ModelShape& s, int B, std::size_t oper
   return plan;
 }
 
-// The training forward: io.fwd's outputs, and in the workspace what train_backward needs.
+// The training forward: io.fwd's outputs, and in `saved` (train_layout's saved_total bytes) what
+// train_backward needs; `workspace` (work_total bytes) is scratch.
 template <Operand Op, class Exec>
 void train_forward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                   const ForwardIO& io, const float* const* masks, void* workspace) {
+                   const ForwardIO& io, const float* const* masks, void* saved, void* workspace) {
   backward_plan(s, io.B, sizeof(typename OperandTraits<Op>::Storage), dev);  // refused before the forward runs
   const TrainLayout w = train_layout(s, io.T, io.B, sizeof(typename OperandTraits<Op>::Storage));
-  const std::vector<LayerSave> save = layer_saves(s, w, workspace, masks);
+  const std::vector<LayerSave> save = layer_saves(s, w, saved, masks);
   forward_sequence<Op>(exec, dev, s, layers, io, workspace, save.data());
 }
 
-// Backward after train_forward on the same workspace, io.fwd as that call's (x, h0, c0, lengths and y are
-// read). The workspace's saved state is only read: backward may run again.
+// Backward after train_forward, io.fwd as that call's (x, h0, c0, lengths and y are read). `saved` is only
+// read, so backward may run again (or concurrently, each call with a workspace of its own).
 template <Operand Op, class Exec>
 void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                    const TrainIO& io, const LayerGrads* grads, void* workspace) {
+                    const TrainIO& io, const LayerGrads* grads, const void* saved, void* workspace) {
   using Storage = typename OperandTraits<Op>::Storage;
   const int T = io.fwd.T, B = io.fwd.B, D = s.directions(), H = s.hidden_size, L = s.num_layers;
   const int P = s.proj_size, R = s.out_size();
   const TrainLayout w = train_layout(s, T, B, sizeof(Storage));
   unsigned char* ws = static_cast<unsigned char*>(workspace);
-  const std::vector<LayerSave> save = layer_saves(s, w, workspace, io.masks);
+  const std::vector<LayerSave> save = layer_saves(s, w, const_cast<void*>(saved), io.masks);
 
   const RecurrencePlan plan = backward_plan(s, B, sizeof(Storage), dev);
   const std::int64_t layer_h = static_cast<std::int64_t>(D) * B * R, layer_c = static_cast<std::int64_t>(D) * B * H;
@@ -231,12 +236,12 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.x_mask = save[k - 1].mask;
     }
     op.out = grads[k].w_ih;
-    exec(elementwise_plan(ldg * In), outer_grad_kernel, op);
+    exec(elementwise_plan(ldg * In), outer_grad_kernel<>, op);
     if (grads[k].bias != nullptr) {
       op.K = 1;
       op.rows = OuterRows::kOnes;
       op.out = grads[k].bias;
-      exec(elementwise_plan(ldg), outer_grad_kernel, op);
+      exec(elementwise_plan(ldg), outer_grad_kernel<>, op);
     }
     op.N = static_cast<int>(G);
     op.K = R;
@@ -250,7 +255,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.d = d;
       op.a_off = d * G;
       op.out = grads[k].w_hh + d * G * R;
-      exec(elementwise_plan(G * R), outer_grad_kernel, op);
+      exec(elementwise_plan(G * R), outer_grad_kernel<>, op);
     }
     if (P > 0) {  // dW_hr = sum dr_t m_t^T
       op.dz = dr;
@@ -265,12 +270,12 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
         op.d = d;
         op.a_off = static_cast<std::int64_t>(d) * P;
         op.out = grads[k].w_hr + static_cast<std::int64_t>(d) * P * H;
-        exec(elementwise_plan(static_cast<std::int64_t>(P) * H), outer_grad_kernel, op);
+        exec(elementwise_plan(static_cast<std::int64_t>(P) * H), outer_grad_kernel<>, op);
       }
     }
     if (s.peephole) {
       PeepGradParams pp{T, B, H, dz, save[k].c, ldg, bp.c0, io.fwd.lengths, grads[k].peep};
-      exec(elementwise_plan(H, static_cast<unsigned>(D)), peep_grad_kernel, pp);
+      exec(elementwise_plan(H, static_cast<unsigned>(D)), peep_grad_kernel<>, pp);
     }
 
     InputGradParams<Op> ip;
@@ -294,11 +299,36 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
 }
 
 // A whole training step: the forward, then backward of dy.
+// dst(t, b, k) = src(t, b, k) for T x B rows of K contiguous floats, each side with its own row strides:
+// the engine's copies of x and y into a saved state (and back out).
+struct CopyRowsParams {
+  int T = 0, B = 0, K = 0;
+  const float* src = nullptr;
+  std::int64_t s_st = 0, s_sb = 0;
+  float* dst = nullptr;
+  std::int64_t d_st = 0, d_sb = 0;
+};
+
+// A template only for its linkage: included by several translation units, one definition each.
+template <int = 0>
+__global__ void __launch_bounds__(kGradThreads) copy_rows_kernel(CopyRowsParams p) {
+  const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= static_cast<std::int64_t>(p.T) * p.B * p.K) return;
+  const std::int64_t row = e / p.K;
+  const int k = static_cast<int>(e - row * p.K), t = static_cast<int>(row / p.B), b = static_cast<int>(row % p.B);
+  p.dst[t * p.d_st + b * p.d_sb + k] = p.src[t * p.s_st + b * p.s_sb + k];
+}
+
+template <class Exec>
+void copy_rows(Exec& exec, const CopyRowsParams& p) {
+  exec(elementwise_plan(static_cast<std::int64_t>(p.T) * p.B * p.K), copy_rows_kernel<>, p);
+}
+
 template <Operand Op, class Exec>
 void train_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                    const TrainIO& io, const LayerGrads* grads, void* workspace) {
-  train_forward<Op>(exec, dev, s, layers, io.fwd, io.masks, workspace);
-  train_backward<Op>(exec, dev, s, layers, io, grads, workspace);
+                    const TrainIO& io, const LayerGrads* grads, void* saved, void* workspace) {
+  train_forward<Op>(exec, dev, s, layers, io.fwd, io.masks, saved, workspace);
+  train_backward<Op>(exec, dev, s, layers, io, grads, saved, workspace);
 }
 
 }  // namespace fastlstm::cuda::detail

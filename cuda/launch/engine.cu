@@ -1,7 +1,7 @@
-// The CUDA sequence engine on the seam (fastlstm/cuda.h's make_engine): inference forward on device
-// pointers, stream-ordered. Packing converts the user's fp32 parameters on the host (kernels/pack.h) and
-// uploads one image; a call validates every argument, uploads lengths, takes a stream-ordered workspace and
-// enqueues one GEMM and one persistent recurrence kernel per layer (kernels/forward.cuh).
+// The CUDA sequence engine on the seam (fastlstm/cuda.h's make_engine): inference forward, training forward
+// and backward on device pointers, stream-ordered. Packing converts the user's fp32 parameters on the host
+// (kernels/pack.h) and uploads one image; a call validates every argument, uploads lengths, takes a
+// stream-ordered workspace and enqueues the kernels (kernels/forward.cuh, kernels/train.cuh).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -14,6 +14,7 @@
 #include "fastlstm/cuda.h"
 #include "kernels/forward_launch.cuh"
 #include "kernels/pack.h"
+#include "kernels/train_launch.cuh"
 
 namespace fastlstm::cuda {
 namespace {
@@ -48,6 +49,64 @@ class CudaPacked final : public PackedWeights {
   void* device = nullptr;
   int index = 0;
   ~CudaPacked() override { device_free(device, index); }
+};
+
+// A training forward's saved state, in one device buffer (the engine's own, or a caller's it only views):
+// train.cuh's saved state (gates, c, layer outputs), then what backward reads of the call: x and y
+// contiguous [T, B, .], h0 and c0 (zeros when the call had none) and the lengths (T when none).
+struct SavedLayout {
+  detail::TrainLayout train;
+  std::size_t x = 0, y = 0, h0 = 0, c0 = 0, lengths = 0, total = 0;
+};
+
+SavedLayout saved_layout(const ModelShape& s, int T, int B, std::size_t operand_bytes) {
+  const auto a256 = [](std::size_t n) { return (n + 255) & ~std::size_t{255}; };
+  const std::size_t TB = static_cast<std::size_t>(T) * B,
+                    LDB = static_cast<std::size_t>(s.num_layers) * s.directions() * static_cast<std::size_t>(B);
+  SavedLayout l;
+  l.train = detail::train_layout(s, T, B, operand_bytes);
+  std::size_t at = l.train.saved_total;
+  l.x = at;
+  at += a256(sizeof(float) * TB * s.input_size);
+  l.y = at;
+  at += a256(sizeof(float) * TB * s.directions() * s.out_size());
+  l.h0 = at;
+  at += a256(sizeof(float) * LDB * s.out_size());
+  l.c0 = at;
+  at += a256(sizeof(float) * LDB * s.hidden_size);
+  l.lengths = at;
+  at += a256(sizeof(int) * static_cast<std::size_t>(B));
+  l.total = at;
+  return l;
+}
+
+class CudaSaved final : public SavedState {
+ public:
+  unsigned char* device = nullptr;
+  bool own = false;
+  int index = 0;
+  SavedLayout layout;
+  ~CudaSaved() override {
+    if (own) device_free(device, index);
+  }
+};
+
+// A stream-ordered device allocation, returned to the stream's pool after the enqueued work (also on a throw).
+class StreamBuffer {
+ public:
+  StreamBuffer(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
+    check(cudaMallocAsync(&p_, bytes, stream), "cudaMallocAsync");
+  }
+  ~StreamBuffer() {
+    if (cudaFreeAsync(p_, stream_) != cudaSuccess) (void)cudaGetLastError();
+  }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  unsigned char* get() const { return static_cast<unsigned char*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  cudaStream_t stream_;
 };
 
 Operand operand_of(Precision p) {
@@ -110,14 +169,14 @@ class CudaEngine final : public Engine {
            " operands, fp32 accumulate";
   }
   const EngineKey& key() const override { return key_; }
-  bool trains() const override { return false; }
+  bool trains() const override { return true; }
 
   std::unique_ptr<PackedWeights> pack(const ModelShape& shape, const RawLayer* layers, bool training) const override {
-    if (training) throw std::logic_error("fastlstm cuda engine: training is not available on CUDA in this version");
     check_shape(shape);
     auto packed = std::make_unique<CudaPacked>();
     operand_switch(op_, [&](auto op) { packed->image = detail::pack_image<decltype(op)::value>(shape, layers); });
     packed->shape = shape;
+    packed->training = training;  // the same image serves both: backward transposes what it needs per call
     packed->owner = this;
     packed->index = index_;
     packed->nbytes = packed->image.bytes.size();
@@ -129,27 +188,266 @@ class CudaEngine final : public Engine {
   }
 
   CallSizes sizes(const ModelShape& s, int T, int B, bool train) const override {
-    if (train) throw std::logic_error("fastlstm cuda engine: training is not available on CUDA in this version");
     const std::size_t LD = static_cast<std::size_t>(s.num_layers) * s.directions(), Bz = static_cast<std::size_t>(B);
+    const std::size_t x = static_cast<std::size_t>(T) * Bz * s.input_size;
     CallSizes c;
     c.outputs = sizeof(float) * (static_cast<std::size_t>(T) * Bz * s.directions() * s.out_size() +
                                  LD * Bz * s.out_size() + LD * Bz * s.hidden_size);
     c.workspace = detail::forward_layout(s, T, B).total + 256 + sizeof(int) * Bz;
+    if (train) {
+      const SavedLayout l = saved_layout(s, T, B, operand_bytes());
+      std::size_t grads = 0;  // backward's gradients of every layer, before they are copied out
+      for (int k = 0; k < s.num_layers; ++k) grads += layer_grad_floats(s, k);
+      c.outputs += sizeof(float) * (x + LD * Bz * (s.out_size() + s.hidden_size)) + sizeof(float) * grads;
+      c.workspace = l.train.work_total + 256 * static_cast<std::size_t>(s.num_layers) + sizeof(float) * grads;
+      c.saved = l.total;
+    }
     return c;
   }
 
   void forward(const ForwardArgs& a) const override {
-    const auto* w = dynamic_cast<const CudaPacked*>(a.weights);
+    const CudaPacked& w = own(a.weights);
+    const std::vector<int> lengths = checked_call(a);
+    DeviceGuard guard(index_);
+    const auto stream = static_cast<cudaStream_t>(a.stream);
+    const detail::ForwardLayout layout = detail::forward_layout(w.shape, a.T, a.B);
+    const std::size_t len_at = (layout.total + 255) & ~std::size_t{255};
+    StreamBuffer ws(len_at + sizeof(int) * lengths.size(), stream);
+    detail::ForwardIO io = forward_io(a);
+    if (!lengths.empty()) io.lengths = upload_lengths(lengths, ws.get() + len_at, stream);
+    operand_switch(op_, [&](auto op) {
+      constexpr Operand kOp = decltype(op)::value;
+      const auto views = detail::layer_views<kOp>(w.image, static_cast<const unsigned char*>(w.device));
+      detail::launch_forward<kOp>(limits_, w.shape, views.data(), io, ws.get(), stream);
+    });
+  }
+
+  // The inference forward's outputs, and a saved state holding the training forward's state and copies of
+  // x, y, h0, c0 and the lengths, so backward needs nothing of the caller's forward arrays.
+  std::unique_ptr<SavedState> forward_train(const ForwardArgs& a, const void* const* masks, void* saved,
+                                            std::size_t saved_bytes) const override {
+    const CudaPacked& w = own(a.weights);
+    const ModelShape& s = w.shape;
+    std::vector<int> lengths = checked_call(a);
+    const int L = s.num_layers;
+    std::vector<const float*> mask_ptrs;
+    if (masks != nullptr) {
+      for (int k = 0; k + 1 < L; ++k) {
+        on_device(masks[k], ("masks[" + std::to_string(k) + "]").c_str(), true);
+        mask_ptrs.push_back(static_cast<const float*>(masks[k]));
+      }
+    }
+    DeviceGuard guard(index_);
+    const auto stream = static_cast<cudaStream_t>(a.stream);
+    auto st = std::make_unique<CudaSaved>();
+    st->shape = s;
+    st->T = a.T;
+    st->B = a.B;
+    st->owner = this;
+    st->index = index_;
+    st->layout = saved_layout(s, a.T, a.B, operand_bytes());
+    st->nbytes = st->layout.total;
+    detail::backward_plan(s, a.B, operand_bytes(), limits_);  // a hidden size backward cannot take: before anything
+    if (saved != nullptr) {
+      if (saved_bytes < st->layout.total)
+        bad("saved: " + std::to_string(saved_bytes) + " bytes, the state needs " + std::to_string(st->layout.total));
+      on_device(saved, "saved", false);
+      st->device = static_cast<unsigned char*>(saved);
+    } else {
+      st->device = static_cast<unsigned char*>(device_alloc(st->layout.total, index_));
+      st->own = true;
+    }
+    const SavedLayout& l = st->layout;
+    const int D = s.directions(), R = s.out_size(), I = s.input_size;
+    const std::size_t LDB = static_cast<std::size_t>(L) * D * a.B;
+    // x into the state ([T, B, I]); the forward reads that copy, writes y into the state, and y goes out.
+    auto* xs = reinterpret_cast<float*>(st->device + l.x);
+    auto* ys = reinterpret_cast<float*>(st->device + l.y);
+    detail::launch_copy_rows(
+        {a.T, a.B, I, static_cast<const float*>(a.x), a.x_st, a.x_sb, xs, static_cast<std::int64_t>(a.B) * I, I},
+        stream);
+    const auto keep_state = [&](const void* src, std::size_t at, std::size_t floats) {
+      if (src != nullptr) {
+        check(cudaMemcpyAsync(st->device + at, src, sizeof(float) * floats, cudaMemcpyDeviceToDevice, stream),
+              "cudaMemcpyAsync");
+      } else {
+        check(cudaMemsetAsync(st->device + at, 0, sizeof(float) * floats, stream), "cudaMemsetAsync");
+      }
+    };
+    keep_state(a.h0, l.h0, LDB * R);
+    keep_state(a.c0, l.c0, LDB * s.hidden_size);
+    if (lengths.empty()) lengths.assign(a.B, a.T);
+    const int* dl = upload_lengths(lengths, st->device + l.lengths, stream);
+    detail::ForwardIO io = forward_io(a);
+    io.x = xs;
+    io.x_st = static_cast<std::int64_t>(a.B) * I;
+    io.x_sb = I;
+    io.h0 = reinterpret_cast<const float*>(st->device + l.h0);
+    io.c0 = reinterpret_cast<const float*>(st->device + l.c0);
+    io.lengths = dl;
+    io.y = ys;
+    io.y_st = static_cast<std::int64_t>(a.B) * D * R;
+    io.y_sb = static_cast<std::int64_t>(D) * R;
+    StreamBuffer ws(l.train.work_total, stream);
+    operand_switch(op_, [&](auto op) {
+      constexpr Operand kOp = decltype(op)::value;
+      const auto views = detail::layer_views<kOp>(w.image, static_cast<const unsigned char*>(w.device));
+      detail::launch_train_forward<kOp>(limits_, s, views.data(), io, mask_ptrs.empty() ? nullptr : mask_ptrs.data(),
+                                        st->device, ws.get(), stream);
+    });
+    detail::launch_copy_rows({a.T, a.B, D * R, ys, io.y_st, io.y_sb, static_cast<float*>(a.y), a.y_st, a.y_sb}, stream);
+    return st;
+  }
+
+  std::unique_ptr<SavedState> saved_view(const PackedWeights& weights, int T, int B, const std::int64_t*, void* saved,
+                                         std::size_t saved_bytes) const override {
+    const CudaPacked& w = own(&weights);
+    if (T < 1 || B < 1) bad("T and B must be >= 1");
+    auto st = std::make_unique<CudaSaved>();
+    st->shape = w.shape;
+    st->T = T;
+    st->B = B;
+    st->owner = this;
+    st->index = index_;
+    st->layout = saved_layout(w.shape, T, B, operand_bytes());
+    st->nbytes = st->layout.total;
+    if (saved == nullptr || saved_bytes < st->layout.total)
+      bad("saved: expected the " + std::to_string(st->layout.total) + " bytes a training forward filled");
+    on_device(saved, "saved", false);
+    st->device = static_cast<unsigned char*>(saved);
+    return st;  // the lengths are the state's own copy (the forward's)
+  }
+
+  void backward(const BackwardArgs& a) const override {
+    const CudaPacked& w = own(a.weights);
+    const auto* st = dynamic_cast<const CudaSaved*>(a.state);
+    if (st == nullptr || st->owner != this) bad("state: not saved by this engine");
+    const ModelShape& s = w.shape;
+    const int L = s.num_layers, D = s.directions(), H = s.hidden_size, R = s.out_size(), P = s.proj_size;
+    on_device(a.dy, "dy", false);
+    on_device(a.dx, "dx", false);
+    on_device(a.dh0, "dh0", false);
+    on_device(a.dc0, "dc0", false);
+    on_device(a.dh_n, "dh_n", true);
+    on_device(a.dc_n, "dc_n", true);
+    if (a.grads == nullptr) bad("grads is null");
+    std::vector<const float*> mask_ptrs;
+    if (a.masks != nullptr) {
+      for (int k = 0; k + 1 < L; ++k) {
+        on_device(a.masks[k], ("masks[" + std::to_string(k) + "]").c_str(), true);
+        mask_ptrs.push_back(static_cast<const float*>(a.masks[k]));
+      }
+    }
+    DeviceGuard guard(index_);
+    const auto stream = static_cast<cudaStream_t>(a.stream);
+    const SavedLayout& l = st->layout;
+    const int T = st->T, B = st->B;
+    std::size_t grad_floats = 0;
+    for (int k = 0; k < L; ++k) grad_floats += layer_grad_floats(s, k);
+    StreamBuffer ws(l.train.work_total + sizeof(float) * grad_floats + 256, stream);
+    float* g = reinterpret_cast<float*>(ws.get() + ((l.train.work_total + 255) & ~std::size_t{255}));
+    std::vector<detail::LayerGrads> grads(static_cast<std::size_t>(L));
+    for (int k = 0; k < L; ++k) {
+      const std::size_t G = 4 * static_cast<std::size_t>(H) * D;
+      grads[k].w_ih = g;
+      g += G * s.layer_input(k);
+      grads[k].w_hh = g;
+      g += G * R;
+      if (s.bias) {
+        grads[k].bias = g;
+        g += G;
+      }
+      if (s.peephole) {
+        grads[k].peep = g;
+        g += static_cast<std::size_t>(D) * 3 * H;
+      }
+      if (P > 0) {
+        grads[k].w_hr = g;
+        g += static_cast<std::size_t>(D) * P * H;
+      }
+    }
+    detail::TrainIO io;
+    io.fwd.T = T;
+    io.fwd.B = B;
+    io.fwd.x = reinterpret_cast<const float*>(st->device + l.x);
+    io.fwd.x_st = static_cast<std::int64_t>(B) * s.input_size;
+    io.fwd.x_sb = s.input_size;
+    io.fwd.h0 = reinterpret_cast<const float*>(st->device + l.h0);
+    io.fwd.c0 = reinterpret_cast<const float*>(st->device + l.c0);
+    io.fwd.lengths = reinterpret_cast<const int*>(st->device + l.lengths);
+    io.fwd.y = reinterpret_cast<float*>(st->device + l.y);
+    io.fwd.y_st = static_cast<std::int64_t>(B) * D * R;
+    io.fwd.y_sb = static_cast<std::int64_t>(D) * R;
+    io.dy = static_cast<const float*>(a.dy);
+    io.dy_st = a.dy_st;
+    io.dy_sb = a.dy_sb;
+    io.dh_n = static_cast<const float*>(a.dh_n);
+    io.dc_n = static_cast<const float*>(a.dc_n);
+    io.dx = static_cast<float*>(a.dx);
+    io.dx_st = a.dx_st;
+    io.dx_sb = a.dx_sb;
+    io.dh0 = static_cast<float*>(a.dh0);
+    io.dc0 = static_cast<float*>(a.dc0);
+    io.masks = mask_ptrs.empty() ? nullptr : mask_ptrs.data();
+    operand_switch(op_, [&](auto op) {
+      constexpr Operand kOp = decltype(op)::value;
+      const auto views = detail::layer_views<kOp>(w.image, static_cast<const unsigned char*>(w.device));
+      detail::launch_train_backward<kOp>(limits_, s, views.data(), io, grads.data(), st->device, ws.get(), stream);
+    });
+    // Out into the caller's per-direction arrays (GradPointers' layouts).
+    const auto out = [&](void* dst, const float* src, std::size_t floats) {
+      if (dst == nullptr) return;
+      check(cudaMemcpyAsync(dst, src, sizeof(float) * floats, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+    };
+    for (int k = 0; k < L; ++k) {
+      const std::size_t G = 4 * static_cast<std::size_t>(H), In = static_cast<std::size_t>(s.layer_input(k));
+      for (int d = 0; d < D; ++d) {
+        const GradPointers& gp = a.grads[k * D + d];
+        out(gp.w_ih, grads[k].w_ih + d * G * In, G * In);
+        out(gp.w_hh, grads[k].w_hh + d * G * R, G * R);
+        if (s.bias) {
+          out(gp.b_ih, grads[k].bias + d * G, G);
+          out(gp.b_hh, grads[k].bias + d * G, G);
+        }
+        if (s.peephole) {
+          const float* pe = grads[k].peep + static_cast<std::size_t>(d) * 3 * H;
+          out(gp.p_i, pe, H);
+          out(gp.p_f, pe + H, H);
+          out(gp.p_o, pe + 2 * H, H);
+        }
+        if (P > 0) out(gp.w_hr, grads[k].w_hr + static_cast<std::size_t>(d) * P * H, static_cast<std::size_t>(P) * H);
+      }
+    }
+  }
+
+ private:
+  std::size_t operand_bytes() const { return op_ == Operand::kBF16 || op_ == Operand::kF16 ? 2 : 4; }
+
+  // Floats of layer k's gradients in train.cuh's LayerGrads layouts.
+  static std::size_t layer_grad_floats(const ModelShape& s, int k) {
+    const std::size_t D = s.directions(), H = s.hidden_size, G = 4 * H * D;
+    return G * s.layer_input(k) + G * s.out_size() + (s.bias ? G : 0) + (s.peephole ? D * 3 * H : 0) +
+           D * static_cast<std::size_t>(s.proj_size) * H;
+  }
+
+  const CudaPacked& own(const PackedWeights* weights) const {
+    const auto* w = dynamic_cast<const CudaPacked*>(weights);
     if (w == nullptr || w->owner != this) bad("weights: not packed by this engine");
+    return *w;
+  }
+
+  void on_device(const void* p, const char* what, bool optional) const {
+    if (p == nullptr) {
+      if (!optional) bad(std::string(what) + " is null");
+      return;
+    }
+    if (pointer_device(p) != index_) bad(std::string(what) + ": not memory of cuda:" + std::to_string(index_));
+  }
+
+  // The checks of a forward call (inference or training), before anything is enqueued; -> its lengths.
+  std::vector<int> checked_call(const ForwardArgs& a) const {
     if (a.T < 1) bad("T must be >= 1");
     if (a.B < 1) bad("B must be >= 1");
-    const auto on_device = [this](const void* p, const char* what, bool optional) {
-      if (p == nullptr) {
-        if (!optional) bad(std::string(what) + " is null");
-        return;
-      }
-      if (pointer_device(p) != index_) bad(std::string(what) + ": not memory of cuda:" + std::to_string(index_));
-    };
     on_device(a.x, "x", false);
     on_device(a.y, "y", false);
     on_device(a.h_n, "h_n", false);
@@ -165,19 +463,10 @@ class CudaEngine final : public Engine {
         lengths.push_back(static_cast<int>(a.lengths[b]));
       }
     }
-    DeviceGuard guard(index_);
-    const auto stream = static_cast<cudaStream_t>(a.stream);
-    const detail::ForwardLayout layout = detail::forward_layout(w->shape, a.T, a.B);
-    const std::size_t len_at = (layout.total + 255) & ~std::size_t{255};
-    void* ws = nullptr;
-    check(cudaMallocAsync(&ws, len_at + sizeof(int) * lengths.size(), stream), "cudaMallocAsync");
-    struct Release {  // the workspace goes back to the stream's pool after the enqueued work, also on a throw
-      void* p;
-      cudaStream_t s;
-      ~Release() {
-        if (cudaFreeAsync(p, s) != cudaSuccess) (void)cudaGetLastError();
-      }
-    } release{ws, stream};
+    return lengths;
+  }
+
+  static detail::ForwardIO forward_io(const ForwardArgs& a) {
     detail::ForwardIO io;
     io.T = a.T;
     io.B = a.B;
@@ -191,33 +480,17 @@ class CudaEngine final : public Engine {
     io.y_sb = a.y_sb;
     io.h_n = static_cast<float*>(a.h_n);
     io.c_n = static_cast<float*>(a.c_n);
-    if (!lengths.empty()) {
-      int* dl = reinterpret_cast<int*>(static_cast<unsigned char*>(ws) + len_at);
-      // Pageable source: the call returns once the bytes are staged, so the vector may go out of scope.
-      check(cudaMemcpyAsync(dl, lengths.data(), sizeof(int) * lengths.size(), cudaMemcpyHostToDevice, stream),
-            "cudaMemcpyAsync");
-      io.lengths = dl;
-    }
-    const auto* base = static_cast<const unsigned char*>(w->device);
-    operand_switch(op_, [&](auto op) {
-      constexpr Operand kOp = decltype(op)::value;
-      const auto views = detail::layer_views<kOp>(w->image, base);
-      detail::launch_forward<kOp>(limits_, w->shape, views.data(), io, ws, stream);
-    });
+    return io;
   }
 
-  std::unique_ptr<SavedState> forward_train(const ForwardArgs&, const void* const*, void*, std::size_t) const override {
-    throw std::logic_error("fastlstm cuda engine: training is not available on CUDA in this version");
-  }
-  std::unique_ptr<SavedState> saved_view(const PackedWeights&, int, int, const std::int64_t*, void*,
-                                         std::size_t) const override {
-    throw std::logic_error("fastlstm cuda engine: training is not available on CUDA in this version");
-  }
-  void backward(const BackwardArgs&) const override {
-    throw std::logic_error("fastlstm cuda engine: training is not available on CUDA in this version");
+  // The lengths into device memory at dst; -> dst. Pageable source: the call returns once the bytes are
+  // staged, so the vector may go out of scope.
+  static const int* upload_lengths(const std::vector<int>& lengths, unsigned char* dst, cudaStream_t stream) {
+    check(cudaMemcpyAsync(dst, lengths.data(), sizeof(int) * lengths.size(), cudaMemcpyHostToDevice, stream),
+          "cudaMemcpyAsync");
+    return reinterpret_cast<const int*>(dst);
   }
 
- private:
   EngineKey key_;
   int index_ = 0;
   Operand op_ = Operand::kF32;

@@ -93,6 +93,7 @@ int main() {
       worst("peep_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n, 2); }, {1, 4096}),
       worst("input_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); },
             {1, 1 << 20}),
+      worst("copy_rows_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); }, {1, 1 << 20}),
       worst("transpose_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n, 2); },
             {1, 1 << 20}),
   };

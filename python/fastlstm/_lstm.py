@@ -73,7 +73,7 @@ class LSTM:
         bidirectional: a reverse direction too (D = 2; its outputs are concatenated to the forward ones).
         proj_size (P): 0 or in [1, H): h is projected to P values (H_out = P, else H_out = H).
         peephole: the peephole connections p_i, p_f, p_o (ONNX's LSTM input P; Gers & Schmidhuber).
-        device: "cpu", or "cuda" / "cuda:N" (inference and step; training raises RuntimeError in this version).
+        device: "cpu", or "cuda" / "cuda:N" (inference, step, and training on numpy arrays).
         dtype: "float32" (the fast path) or "float64": the parameters', inputs' and outputs' type.
         seed: int or None: the generator of the initial parameters and of the dropout masks.
         precision: None (the dtype's own math; "fp32" names it on float32) or a low-precision mode; a mode

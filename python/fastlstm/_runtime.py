@@ -56,5 +56,5 @@ def backends() -> dict:
     {"float32": [...], "float64": [...]} (those the CPU runs), "native_precisions": the same shape (those it
     runs with their own instructions; the others on AVX2 emulations), "kernel_families": [...],
     "threads": n}, "cuda": None (built without CUDA) or {"built": True, "devices": [...],
-    "sequence_engine": True, "precisions": ["fp32", "tf32", "bf16", "fp16"], "trains": False}}``."""
+    "sequence_engine": True, "precisions": ["fp32", "tf32", "bf16", "fp16"], "trains": True}}``."""
     return _backends.describe()

@@ -106,9 +106,9 @@ Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr,
   for (const std::vector<float>& m : pr.masks) masks.push_back(m.data());
   io.masks = masks.empty() ? nullptr : masks.data();
   const cd::TrainLayout layout = cd::train_layout(s, T, B, sizeof(typename cd::OperandTraits<Op>::Storage));
-  std::vector<unsigned char> workspace(layout.total, 0xff);  // NaN-filled floats
+  std::vector<unsigned char> saved(layout.saved_total, 0xff), workspace(layout.work_total, 0xff);  // NaN floats
   EmuExec exec;
-  cd::train_sequence<Op>(exec, dev, s, layers.data(), io, grads.data(), workspace.data());
+  cd::train_sequence<Op>(exec, dev, s, layers.data(), io, grads.data(), saved.data(), workspace.data());
   return o;
 }
 
@@ -274,6 +274,20 @@ EMU_TEST(train_gradients_are_deterministic) {
     emu::set_schedule({order, 11});
     CHECK(run_train<cd::Operand::kBF16>(c, kSmall, pr, dy, dh, dc) == first);
   }
+}
+
+// The engine's strided row copies (x into a saved state as [T, B, I]; batch_first and back).
+EMU_TEST(copy_rows_moves_every_element_once) {
+  const int T = 3, B = 5, K = 7;
+  std::vector<float> src(static_cast<std::size_t>(T) * B * K), dst(src.size(), NAN), back(src.size(), NAN);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  EmuExec exec;
+  cd::copy_rows(exec, {T, B, K, src.data(), K, T * K, dst.data(), B * K, K});  // [B, T, K] -> [T, B, K]
+  cd::copy_rows(exec, {T, B, K, dst.data(), B * K, K, back.data(), K, T * K});
+  for (int t = 0; t < T; ++t)
+    for (int b = 0; b < B; ++b)
+      for (int k = 0; k < K; ++k) CHECK_EQ(dst[(t * B + b) * K + k], src[(b * T + t) * K + k]);
+  CHECK(back == src);
 }
 
 EMU_TEST(backward_plan_for_reference_devices) {

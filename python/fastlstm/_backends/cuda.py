@@ -1,10 +1,11 @@
 """The CUDA side of the seam: the CUDA sequence engine (built when nvcc was found at build time).
 
-Inference only in this version: pack, forward and therefore ``step``; precisions fp32 (None), tf32, bf16 and
-fp16, parameters kept in float32. Training, float64 modules and int8 raise with a message that says so.
+Pack, forward (and therefore ``step``), the training forward and backward; precisions fp32 (None), tf32, bf16
+and fp16, parameters kept in float32. float64 modules and int8 raise with a message that says so.
 Arrays: numpy in -> staged through device memory -> numpy out; device arrays of any DLPack framework in
 (torch, cupy, jax; taken with __dlpack__(stream=1), the legacy default stream the kernels run on) -> new
-device arrays of x's framework out, complete when returned (the call waits for its kernels).
+device arrays of x's framework out, complete when returned (the call waits for its kernels). Training takes
+numpy arrays in this version; its saved state stays in device memory until backward.
 """
 
 from __future__ import annotations
@@ -28,15 +29,10 @@ def _shape(config):
                        config.bidirectional, config.bias, config.peephole)
 
 
-def _training_error(device: str) -> RuntimeError:
-    return RuntimeError(f"device={device!r}: training on CUDA is not available in this version (inference and "
-                        "step run there; train on device='cpu')")
-
-
 class CudaEngine:
-    """Packs parameters onto one GPU and runs inference calls on them (the interface: fastlstm._backends)."""
+    """Packs parameters onto one GPU and runs calls on them (the interface: fastlstm._backends)."""
 
-    trains = False
+    trains = True
     stale = False
 
     def __init__(self, core, index: int):
@@ -49,11 +45,9 @@ class CudaEngine:
         return self.core.name
 
     def pack(self, config, params: dict, training: bool):
-        if training:
-            raise _training_error(self.device)
         layers = [config.layer_params(params, k, d) for k in range(config.num_layers)
                   for d in range(config.num_directions)]
-        return self.core.pack(_shape(config), layers, False)
+        return self.core.pack(_shape(config), layers, bool(training))
 
     def forward(self, packed, x3, h0, c0, lengths, batch_first):
         if isinstance(x3, np.ndarray):
@@ -63,19 +57,23 @@ class CudaEngine:
         wrap = _importer(x3)
         return tuple(wrap(_Exported(c, self.index)) for c in out)
 
-    def forward_train(self, *args, **kwargs):
-        raise _training_error(self.device)
+    def forward_train(self, packed, x3, h0, c0, lengths, batch_first, masks, saved):
+        if not isinstance(x3, np.ndarray):
+            raise RuntimeError(f"device={self.device!r}: training on CUDA takes numpy arrays in this version "
+                               "(device arrays run inference)")
+        if saved is not None:
+            raise ValueError("saved: on CUDA the saved state stays in the engine's device memory (pass None)")
+        return _core.cuda_forward_train(self.core, packed, self.index, x3, h0, c0, lengths, batch_first, masks)
 
-    def backward(self, *args, **kwargs):
-        raise _training_error(self.device)
+    def backward(self, packed, saved, dy3, dh_n, dc_n, batch_first, masks):
+        return _core.cuda_backward(self.core, packed, self.index, saved, dy3, dh_n, dc_n, batch_first, masks)
 
     def saved_view(self, *args, **kwargs):
-        raise _training_error(self.device)
+        raise RuntimeError(f"device={self.device!r}: a saved state in a caller's buffer (restore_tape) is not "
+                           "available on CUDA in this version")
 
     def sizes(self, config, T: int, B: int, train: bool) -> dict:
-        if train:
-            raise _training_error(self.device)
-        return self.core.sizes(_shape(config), T, B, False)
+        return self.core.sizes(_shape(config), T, B, bool(train))
 
 
 def _capsule(name: str, a):
@@ -150,4 +148,4 @@ def describe() -> dict | None:
     if not _core.cuda_built:
         return None
     return {"built": True, "devices": devices(), "sequence_engine": True, "precisions": list(PRECISIONS),
-            "trains": False}
+            "trains": True}

@@ -4,8 +4,11 @@
 Rows today: the fused cell kernel (cuda/testing/gpu/gpu_cell.cu, kernel time alone) and, when torch with CUDA
 is importable, torch's eager elementwise equivalent on the same shapes; the sequence engine's inference
 (fastlstm.LSTM(device="cuda"), numpy in and out) against torch.nn.LSTM on CUDA (cuDNN) in fp32 and fp16, both
-timed from numpy to numpy (host copies included on both sides), and torch's device-only time with CUDA events.
-A row family is a function in ROWS (it gets the arguments and returns a list of dicts).
+timed from numpy to numpy (host copies included on both sides), and torch's device-only time with CUDA events;
+and the same for training (forward + backward: fastlstm's train=True call and backward, torch's autograd) on
+T=1024 B=16 H=768 and DeepBench-style shapes (T=25). A row family is a function in ROWS (it gets the arguments
+and returns a list of dicts); the JSON is rewritten after each family, so a stage that runs out of time keeps
+the rows done.
 
 Usage: gpu_bench.py --driver PATH/gpu_cell --out bench.json [--repeats N]
 """
@@ -138,9 +141,80 @@ def torch_sequence_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+TRAIN_SHAPES = [(1024, 16, 768), (25, 16, 512), (25, 64, 1024), (25, 128, 2048)]  # T, B, H (I = H)
+
+
+def training_rows(args: argparse.Namespace) -> list[dict]:
+    import numpy as np
+
+    import fastlstm
+
+    rows = []
+    for T, B, H in TRAIN_SHAPES:
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((T, B, H)).astype(np.float32)
+        dy = rng.standard_normal((T, B, H)).astype(np.float32)
+        for precision in (None, "bf16"):
+            m = fastlstm.LSTM(H, H, device="cuda", precision=precision, seed=1)
+
+            def call(m=m, x=x, dy=dy):
+                m(x, train=True)
+                return m.backward(dy)
+
+            med, best = _median_ms(call, max(3, args.repeats // 3))
+            rows.append({"row": f"train-T{T}-B{B}-H{H}", "impl": f"fastlstm-{precision or 'fp32'}",
+                         "median_ms": round(med, 4), "min_ms": round(best, 4), "numpy_to_numpy": True})  # fmt: skip
+    return rows
+
+
+def torch_training_rows(args: argparse.Namespace) -> list[dict]:
+    """torch.nn.LSTM forward + backward with autograd on CUDA (cuDNN), from numpy (x, dy) to numpy (dx and the
+    weight gradients), and device-only with CUDA events."""
+    torch, skipped = _torch_cuda("train")
+    if skipped:
+        return skipped
+    import numpy as np
+
+    rows = []
+    for T, B, H in TRAIN_SHAPES:
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((T, B, H)).astype(np.float32)
+        dy = rng.standard_normal((T, B, H)).astype(np.float32)
+        for dt in (torch.float32, torch.float16):
+            lstm = torch.nn.LSTM(H, H).cuda().to(dt)
+
+            def step(xd, dyd, lstm=lstm):
+                xd.requires_grad_(True)
+                lstm.zero_grad(set_to_none=True)
+                lstm(xd)[0].backward(dyd)
+                return xd.grad
+
+            def call(lstm=lstm, dt=dt, step=step, x=x, dy=dy):
+                dx = step(torch.from_numpy(x).cuda().to(dt), torch.from_numpy(dy).cuda().to(dt))
+                return dx.float().cpu().numpy(), [p.grad.float().cpu().numpy() for p in lstm.parameters()]
+
+            med, best = _median_ms(call, max(3, args.repeats // 3))
+            xd, dyd = torch.from_numpy(x).cuda().to(dt), torch.from_numpy(dy).cuda().to(dt)
+            times = []
+            for _ in range(max(3, args.repeats // 3)):
+                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                t0.record()
+                step(xd.detach(), dyd)
+                t1.record()
+                t1.synchronize()
+                times.append(t0.elapsed_time(t1))
+            times.sort()
+            name = "fp32" if dt == torch.float32 else "fp16"
+            rows.append({"row": f"train-T{T}-B{B}-H{H}", "impl": f"torch-cudnn-{name}", "median_ms": round(med, 4),
+                         "min_ms": round(best, 4), "numpy_to_numpy": True,
+                         "device_only_median_ms": round(times[len(times) // 2], 4),
+                         "torch": torch.__version__})  # fmt: skip
+    return rows
+
+
 # The extension point: each function returns rows (dicts with at least "row" and "impl").
 ROWS: list[Callable[[argparse.Namespace], list[dict]]] = [cell_rows, torch_cell_rows, sequence_rows,
-                                                          torch_sequence_rows]
+                                                          torch_sequence_rows, training_rows, torch_training_rows]
 
 
 def main() -> int:
@@ -149,20 +223,20 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--repeats", type=int, default=15)
     args = ap.parse_args()
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.mem", "--format=csv,noheader"]
+    try:
+        gpu = subprocess.run(query, capture_output=True, text=True).stdout.strip()
+    except OSError as e:
+        gpu = repr(e)
     rows: list[dict] = []
     for fn in ROWS:
         try:
             rows += fn(args)
         except Exception as e:  # one failing row family must not lose the others
             rows.append({"row": fn.__name__, "error": repr(e)})
-    query = ["nvidia-smi", "--query-gpu=name,driver_version,clocks.sm,clocks.mem", "--format=csv,noheader"]
-    try:
-        gpu = subprocess.run(query, capture_output=True, text=True).stdout.strip()
-    except OSError as e:
-        gpu = repr(e)
-    doc = {"host": platform.node(), "gpu": gpu, "python": sys.version.split()[0], "rows": rows}
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=1)
+        doc = {"host": platform.node(), "gpu": gpu, "python": sys.version.split()[0], "rows": rows}
+        with open(args.out, "w") as f:  # after each family: a stage cut short keeps what is done
+            json.dump(doc, f, indent=1)
     for r in rows:
         if "median_ms" in r:
             print(f"{r['row']:<24} {r['impl']:<20} {r['median_ms']:10.4f} ms (numpy to numpy)"

@@ -154,7 +154,7 @@ else
   done
 fi
 
-# ---- the sequence engine under compute-sanitizer (memcheck, racecheck: small shapes, every option) --------
+# ---- the sequence engine under compute-sanitizer (memcheck, racecheck: small shapes, every option, training) -
 if [ "$built" -eq 0 ] && command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
     stage "sanitizer-forward-$tool" 60 "$san_log" env PYTHONPATH="$work/pkg" compute-sanitizer --tool "$tool" \

@@ -1,7 +1,7 @@
 // The gradients a layer's backward recurrence leaves to whole-sequence products (recurrence_bwd.cuh wrote dz
 // [T*B, D*4H] for every position, zeros where a row did not run). Each output element is one thread's sum over
-// the rows m = t * B + b in ascending order: no atomics and no split sums, so every gradient is bitwise the
-// same from run to run (and across launch shapes). Products in fp32 with the packed (operand-rounded) weights.
+// the reduction in ascending order (tiled through shared memory): no atomics and no split sums, so every
+// gradient is bitwise the same from run to run. Products in fp32 with the packed (operand-rounded) weights.
 //   outer   dW[n, k] = sum_m dz[m, a_off + n] * v_m[k]: dW_ih (v = the layer input x), dW_hh (v = h_{t-1} of
 //           direction d: the previous position's y, or h0 at a row's first step), db (v = 1) and, with a
 //           projection, dW_hr (dz -> dr_t, v = m_t = o * tanh(c_t))
@@ -60,15 +60,58 @@ __device__ inline float outer_value(const OuterParams& p, int m, int k) {
   return p.h0 != nullptr ? p.h0[(static_cast<std::int64_t>(p.d) * p.B + b) * p.K + k] : 0.0f;
 }
 
+// The two products below run on one register tiling: a block computes a 64 x 64 tile of outputs, each thread
+// 4 x 4 of them, and the reduction runs in slices of 16 through shared memory, in ascending order. Every output
+// is one thread's FMA chain over the whole reduction in order, so the result does not depend on the tiling.
+constexpr int kGradTile = 64, kGradSlice = 16;
+
+// acc[i][j] += sum over the slice of as[s][row i] * bs[s][col j] for this thread's rows and columns.
+__device__ inline void grad_tile_slice(const float (&as)[kGradSlice][kGradTile + 4],
+                                       const float (&bs)[kGradSlice][kGradTile + 4], int r0, int c0,
+                                       float (&acc)[4][4]) {
+  for (int q = 0; q < kGradSlice; ++q) {
+    float a[4], b[4];
+    for (int i = 0; i < 4; ++i) a[i] = as[q][r0 + i];
+    for (int j = 0; j < 4; ++j) b[j] = bs[q][c0 + j];
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+  }
+}
+
 // A template only for its linkage: included by several translation units, one definition each.
 template <int = 0>
 __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p) {
-  const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= static_cast<std::int64_t>(p.N) * p.K) return;
-  const int n = static_cast<int>(e / p.K), k = static_cast<int>(e - static_cast<std::int64_t>(n) * p.K);
-  float s = 0.0f;
-  for (int m = 0; m < p.M; ++m) s += p.dz[m * p.ldz + p.a_off + n] * outer_value(p, m, k);
-  p.out[e] = s;
+  __shared__ float as[kGradSlice][kGradTile + 4];  // dz[m][n0 + .]
+  __shared__ float bs[kGradSlice][kGradTile + 4];  // v_m[k0 + .]
+  const int tid = static_cast<int>(threadIdx.x);
+  const int n0 = static_cast<int>(blockIdx.y) * kGradTile, k0 = static_cast<int>(blockIdx.x) * kGradTile;
+  const int r0 = (tid / 16) * 4, c0 = (tid % 16) * 4;
+  float acc[4][4] = {};
+  for (int m0 = 0; m0 < p.M; m0 += kGradSlice) {
+    for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
+      const int q = e / kGradTile, c = e - q * kGradTile, m = m0 + q;
+      as[q][c] = m < p.M && n0 + c < p.N ? p.dz[m * p.ldz + p.a_off + n0 + c] : 0.0f;
+      bs[q][c] = m < p.M && k0 + c < p.K ? outer_value(p, m, k0 + c) : 0.0f;
+    }
+    __syncthreads();
+    grad_tile_slice(as, bs, r0, c0, acc);
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i) {
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + r0 + i, k = k0 + c0 + j;
+      if (n < p.N && k < p.K) p.out[static_cast<std::int64_t>(n) * p.K + k] = acc[i][j];
+    }
+  }
+}
+
+// The tiles of an [N, K] (outer) or [M, K] (input) product.
+inline LaunchPlan grad_tile_plan(std::int64_t rows, std::int64_t cols) {
+  LaunchPlan plan;
+  plan.grid.x = static_cast<unsigned>((cols + kGradTile - 1) / kGradTile);
+  plan.grid.y = static_cast<unsigned>((rows + kGradTile - 1) / kGradTile);
+  plan.block.x = kGradThreads;
+  return plan;
 }
 
 struct PeepGradParams {
@@ -125,14 +168,32 @@ struct InputGradParams {
 
 template <Operand Op>
 __global__ void __launch_bounds__(kGradThreads) input_grad_kernel(InputGradParams<Op> p) {
-  const std::int64_t e = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= static_cast<std::int64_t>(p.M) * p.K) return;
-  const int m = static_cast<int>(e / p.K), i = static_cast<int>(e - static_cast<std::int64_t>(m) * p.K);
-  const float* dz = p.dz + static_cast<std::int64_t>(m) * p.N;
-  float s = 0.0f;
-  for (int n = 0; n < p.N; ++n) s += dz[n] * OperandTraits<Op>::load(p.w[static_cast<std::int64_t>(n) * p.K + i]);
-  const int t = m / p.B, b = m - t * p.B;
-  p.dx[t * p.dx_st + b * p.dx_sb + i] = s;
+  __shared__ float as[kGradSlice][kGradTile + 4];  // dz[m0 + .][n]
+  __shared__ float bs[kGradSlice][kGradTile + 4];  // W[n][i0 + .]
+  const int tid = static_cast<int>(threadIdx.x);
+  const int m0 = static_cast<int>(blockIdx.y) * kGradTile, i0 = static_cast<int>(blockIdx.x) * kGradTile;
+  const int r0 = (tid / 16) * 4, c0 = (tid % 16) * 4;
+  float acc[4][4] = {};
+  for (int n0 = 0; n0 < p.N; n0 += kGradSlice) {
+    for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
+      const int q = e / kGradTile, c = e - q * kGradTile, n = n0 + q;
+      as[q][c] = n < p.N && m0 + c < p.M ? p.dz[static_cast<std::int64_t>(m0 + c) * p.N + n] : 0.0f;
+      bs[q][c] =
+          n < p.N && i0 + c < p.K ? OperandTraits<Op>::load(p.w[static_cast<std::int64_t>(n) * p.K + i0 + c]) : 0.0f;
+    }
+    __syncthreads();
+    grad_tile_slice(as, bs, r0, c0, acc);
+    __syncthreads();
+  }
+  for (int i = 0; i < 4; ++i) {
+    const int m = m0 + r0 + i;
+    if (m >= p.M) continue;
+    const int t = m / p.B, b = m - t * p.B;
+    for (int j = 0; j < 4; ++j) {
+      const int k = i0 + c0 + j;
+      if (k < p.K) p.dx[t * p.dx_st + b * p.dx_sb + k] = acc[i][j];
+    }
+  }
 }
 
 // One thread per output element, kGradThreads to a block.

@@ -236,12 +236,12 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.x_mask = save[k - 1].mask;
     }
     op.out = grads[k].w_ih;
-    exec(elementwise_plan(ldg * In), outer_grad_kernel<>, op);
+    exec(grad_tile_plan(ldg, In), outer_grad_kernel<>, op);
     if (grads[k].bias != nullptr) {
       op.K = 1;
       op.rows = OuterRows::kOnes;
       op.out = grads[k].bias;
-      exec(elementwise_plan(ldg), outer_grad_kernel<>, op);
+      exec(grad_tile_plan(ldg, 1), outer_grad_kernel<>, op);
     }
     op.N = static_cast<int>(G);
     op.K = R;
@@ -255,7 +255,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.d = d;
       op.a_off = d * G;
       op.out = grads[k].w_hh + d * G * R;
-      exec(elementwise_plan(G * R), outer_grad_kernel<>, op);
+      exec(grad_tile_plan(G, R), outer_grad_kernel<>, op);
     }
     if (P > 0) {  // dW_hr = sum dr_t m_t^T
       op.dz = dr;
@@ -270,7 +270,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
         op.d = d;
         op.a_off = static_cast<std::int64_t>(d) * P;
         op.out = grads[k].w_hr + static_cast<std::int64_t>(d) * P * H;
-        exec(elementwise_plan(static_cast<std::int64_t>(P) * H), outer_grad_kernel<>, op);
+        exec(grad_tile_plan(P, H), outer_grad_kernel<>, op);
       }
     }
     if (s.peephole) {
@@ -294,7 +294,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       ip.dx_st = inter_st;
       ip.dx_sb = inter_sb;
     }
-    exec(elementwise_plan(static_cast<std::int64_t>(T) * B * In), input_grad_kernel<Op>, ip);
+    exec(grad_tile_plan(static_cast<std::int64_t>(T) * B, In), input_grad_kernel<Op>, ip);
   }
 }
 

@@ -87,12 +87,11 @@ int main() {
               return w;
             },
             {1, 7, 128, 256, 512, 768, 1000, 1024, 2048, 4096, 8192}),
+      // 64 x 64 output tiles, static shared memory only.
+      worst("outer_grad_kernel", [](long long n, const DeviceLimits&) { return cd::grad_tile_plan(n, n); }, {1, 4096}),
+      worst("input_grad_kernel", [](long long n, const DeviceLimits&) { return cd::grad_tile_plan(n, n); }, {1, 4096}),
       // One thread per output element, no shared memory.
-      worst("outer_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); },
-            {1, 1 << 20}),
       worst("peep_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n, 2); }, {1, 4096}),
-      worst("input_grad_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); },
-            {1, 1 << 20}),
       worst("copy_rows_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n); }, {1, 1 << 20}),
       worst("transpose_kernel", [](long long n, const DeviceLimits&) { return cd::elementwise_plan(n, 2); },
             {1, 1 << 20}),

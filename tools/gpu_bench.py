@@ -91,6 +91,20 @@ def _median_ms(fn, repeats: int) -> tuple[float, float]:
     return times[len(times) // 2], times[0]
 
 
+def _device_only_ms(torch, fn, repeats: int) -> float:
+    """The median of `repeats` calls of fn timed with CUDA events: device time only."""
+    times = []
+    for _ in range(repeats):
+        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0.record()
+        fn()
+        t1.record()
+        t1.synchronize()
+        times.append(t0.elapsed_time(t1))
+    times.sort()
+    return times[len(times) // 2]
+
+
 def sequence_rows(args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
@@ -124,20 +138,11 @@ def torch_sequence_rows(args: argparse.Namespace) -> list[dict]:
                     return lstm(torch.from_numpy(x).cuda().to(dt))[0].float().cpu().numpy()
 
                 med, best = _median_ms(call, args.repeats)
-                times = []
-                for _ in range(args.repeats):
-                    t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    t0.record()
-                    lstm(xd)
-                    t1.record()
-                    t1.synchronize()
-                    times.append(t0.elapsed_time(t1))
-            times.sort()
+                device_ms = _device_only_ms(torch, lambda lstm=lstm, xd=xd: lstm(xd), args.repeats)
             name = "fp32" if dt == torch.float32 else "fp16"
             rows.append({"row": f"lstm-T{T}-B{B}-H{H}", "impl": f"torch-cudnn-{name}", "median_ms": round(med, 4),
                          "min_ms": round(best, 4), "numpy_to_numpy": True,
-                         "device_only_median_ms": round(times[len(times) // 2], 4),
-                         "torch": torch.__version__})  # fmt: skip
+                         "device_only_median_ms": round(device_ms, 4), "torch": torch.__version__})  # fmt: skip
     return rows
 
 
@@ -195,20 +200,12 @@ def torch_training_rows(args: argparse.Namespace) -> list[dict]:
 
             med, best = _median_ms(call, max(3, args.repeats // 3))
             xd, dyd = torch.from_numpy(x).cuda().to(dt), torch.from_numpy(dy).cuda().to(dt)
-            times = []
-            for _ in range(max(3, args.repeats // 3)):
-                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                t0.record()
-                step(xd.detach(), dyd)
-                t1.record()
-                t1.synchronize()
-                times.append(t0.elapsed_time(t1))
-            times.sort()
+            device_ms = _device_only_ms(torch, lambda step=step, xd=xd, dyd=dyd: step(xd.detach(), dyd),
+                                        max(3, args.repeats // 3))
             name = "fp32" if dt == torch.float32 else "fp16"
             rows.append({"row": f"train-T{T}-B{B}-H{H}", "impl": f"torch-cudnn-{name}", "median_ms": round(med, 4),
                          "min_ms": round(best, 4), "numpy_to_numpy": True,
-                         "device_only_median_ms": round(times[len(times) // 2], 4),
-                         "torch": torch.__version__})  # fmt: skip
+                         "device_only_median_ms": round(device_ms, 4), "torch": torch.__version__})  # fmt: skip
     return rows
 
 

@@ -8,6 +8,6 @@ template void launch_train_forward<Operand::kBF16>(const DeviceLimits&, const Mo
                                                    const float* const*, void*, void*, cudaStream_t);
 template void launch_train_backward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
                                                     const PackedLayer<Operand::kBF16>*, const TrainIO&,
-                                                    const LayerGrads*, const void*, void*, cudaStream_t);
+                                                    const GradPointers*, const void*, void*, cudaStream_t);
 
 }  // namespace fastlstm::cuda::detail

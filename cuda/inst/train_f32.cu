@@ -7,7 +7,7 @@ template void launch_train_forward<Operand::kF32>(const DeviceLimits&, const Mod
                                                   const PackedLayer<Operand::kF32>*, const ForwardIO&,
                                                   const float* const*, void*, void*, cudaStream_t);
 template void launch_train_backward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
-                                                   const PackedLayer<Operand::kF32>*, const TrainIO&, const LayerGrads*,
-                                                   const void*, void*, cudaStream_t);
+                                                   const PackedLayer<Operand::kF32>*, const TrainIO&,
+                                                   const GradPointers*, const void*, void*, cudaStream_t);
 
 }  // namespace fastlstm::cuda::detail

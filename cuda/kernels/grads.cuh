@@ -39,7 +39,8 @@ struct OuterParams {
   const float* gates = nullptr;
   const float* c = nullptr;
   std::int64_t ldg = 0;
-  float* out = nullptr;  // [N, K] row-major
+  float* out = nullptr;   // [N, K] row-major
+  float* out2 = nullptr;  // a second copy of out (b_hh beside b_ih), or null
 };
 
 // Element k of row m's v.
@@ -100,7 +101,10 @@ __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p)
   for (int i = 0; i < 4; ++i) {
     for (int j = 0; j < 4; ++j) {
       const int n = n0 + r0 + i, k = k0 + c0 + j;
-      if (n < p.N && k < p.K) p.out[static_cast<std::int64_t>(n) * p.K + k] = acc[i][j];
+      if (n < p.N && k < p.K) {
+        p.out[static_cast<std::int64_t>(n) * p.K + k] = acc[i][j];
+        if (p.out2 != nullptr) p.out2[static_cast<std::int64_t>(n) * p.K + k] = acc[i][j];
+      }
     }
   }
 }
@@ -121,13 +125,14 @@ struct PeepGradParams {
   std::int64_t ldz = 0;
   const float* c0 = nullptr;  // [D, B, H] or null
   const int* lengths = nullptr;
-  float* out = nullptr;  // [D][3][H]
+  int d = 0;                                             // the direction
+  float *p_i = nullptr, *p_f = nullptr, *p_o = nullptr;  // [H] each
 };
 
 // A template only for its linkage: included by several translation units, one definition each.
 template <int = 0>
 __global__ void __launch_bounds__(kGradThreads) peep_grad_kernel(PeepGradParams p) {
-  const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x), d = static_cast<int>(blockIdx.y);
+  const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x), d = p.d;
   if (e >= p.H) return;
   const int j = e, H = p.H;
   const std::int64_t ldc = p.ldz / 4;
@@ -150,10 +155,9 @@ __global__ void __launch_bounds__(kGradThreads) peep_grad_kernel(PeepGradParams 
       so += dz[3 * H] * p.c[row * ldc + d * H + j];
     }
   }
-  float* out = p.out + static_cast<std::int64_t>(d) * 3 * H + j;
-  out[0] = si;
-  out[H] = sf;
-  out[2 * H] = so;
+  p.p_i[j] = si;
+  p.p_f[j] = sf;
+  p.p_o[j] = so;
 }
 
 template <Operand Op>

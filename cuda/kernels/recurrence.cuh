@@ -150,11 +150,7 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_kernel(RecurrencePa
       const int nb = imin(p.batch_chunk, B - b0), rows = 4 * uact;
       for (int e = tid; e < nb * R; e += nthreads) hs[e] = OperandTraits<Op>::store(hprev[b0 * R + e]);
       __syncthreads();
-      if constexpr (kRecTensorCores<Op>) {
-        gates_mma<Op>(whh_row, hs, nb, R, rows, acc, 4 * U, warp, nwarps, lane);
-      } else {
-        gates_simt<Op>(whh_row, hs, nb, R, rows, acc, 4 * U, warp, nwarps, lane);
-      }
+      gates_product<Op>(whh_row, hs, nb, R, rows, acc, 4 * U, warp, nwarps, lane);
       __syncthreads();
       for (int e = tid; e < nb * uact; e += nthreads) {
         const int bi = e / uact, u = e - bi * uact, b = b0 + bi, j = j0 + u;

@@ -146,6 +146,17 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_backward_kernel(Bac
       float* dzr = p.dz + row * p.ldg + d * G + j;
       for (int q = 0; q < 4; ++q) dzr[q * H] = dz4[q];
     };
+    // zs[bi][0, K) = rows b0 .. b0+nb-1 of src (row (t, b) at src + (t * B + b) * ld + off, t the row's position
+    // at this step) in the operand format, for a product; then a barrier.
+    const auto stage = [&](const float* src, std::int64_t ld, std::int64_t off, int K, int b0, int nb) {
+      for (int e = tid; e < nb * K; e += nthreads) {
+        const int bi = e / K, k = e - bi * K;
+        bool active;
+        const int t = position(b0 + bi, &active);
+        zs[e] = Tr::store(src[(static_cast<std::int64_t>(t) * B + b0 + bi) * ld + off + k]);
+      }
+      __syncthreads();
+    };
     const auto zero_dz = [&](int b, int t, int j) {
       float* dzr = p.dz + (static_cast<std::int64_t>(t) * B + b) * p.ldg + d * G + j;
       for (int q = 0; q < 4; ++q) dzr[q * H] = 0.0f;
@@ -172,18 +183,8 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_backward_kernel(Bac
       prim::grid_sync();                                           // dr_t complete on every output
       for (int b0 = 0; b0 < B && uact > 0; b0 += p.batch_chunk) {  // dm = dr_t W_hr on my units, then the cell
         const int nb = imin(p.batch_chunk, B - b0);
-        for (int e = tid; e < nb * P; e += nthreads) {
-          const int bi = e / P, q = e - bi * P;
-          bool active;
-          const int t = position(b0 + bi, &active);
-          zs[e] = Tr::store(p.dr[(static_cast<std::int64_t>(t) * B + b0 + bi) * ldr + d * P + q]);
-        }
-        __syncthreads();
-        if constexpr (kRecTensorCores<Op>) {
-          gates_mma<Op>(wr_row, zs, nb, P, uact, acc, U, warp, nwarps, lane);
-        } else {
-          gates_simt<Op>(wr_row, zs, nb, P, uact, acc, U, warp, nwarps, lane);
-        }
+        stage(p.dr, ldr, d * P, P, b0, nb);
+        gates_product<Op>(wr_row, zs, nb, P, uact, acc, U, warp, nwarps, lane);
         __syncthreads();
         for (int e = tid; e < nb * uact; e += nthreads) {
           const int bi = e / uact, u = e - bi * uact, b = b0 + bi, j = j0 + u;
@@ -201,18 +202,8 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_backward_kernel(Bac
     prim::grid_sync();  // dz_t complete for every unit
     for (int b0 = 0; b0 < B && hcols > 0; b0 += p.batch_chunk) {
       const int nb = imin(p.batch_chunk, B - b0);
-      for (int e = tid; e < nb * G; e += nthreads) {
-        const int bi = e / G, n = e - bi * G;
-        bool active;
-        const int t = position(b0 + bi, &active);
-        zs[e] = Tr::store(p.dz[(static_cast<std::int64_t>(t) * B + b0 + bi) * p.ldg + d * G + n]);
-      }
-      __syncthreads();
-      if constexpr (kRecTensorCores<Op>) {
-        gates_mma<Op>(wt_row, zs, nb, G, hcols, acc, ncols, warp, nwarps, lane);
-      } else {
-        gates_simt<Op>(wt_row, zs, nb, G, hcols, acc, ncols, warp, nwarps, lane);
-      }
+      stage(p.dz, p.ldg, d * G, G, b0, nb);
+      gates_product<Op>(wt_row, zs, nb, G, hcols, acc, ncols, warp, nwarps, lane);
       __syncthreads();
       for (int e = tid; e < nb * hcols; e += nthreads) {
         const int bi = e / hcols, i = e - bi * hcols, b = b0 + bi, col = h0col + i;

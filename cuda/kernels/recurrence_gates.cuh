@@ -91,4 +91,15 @@ __device__ inline void gates_mma(RowOf row, const typename OperandTraits<Op>::St
   }
 }
 
+// The product of the precision: tensor cores for tf32 / bf16 / fp16, FMA for fp32 (arguments as above).
+template <Operand Op, class RowOf>
+__device__ inline void gates_product(RowOf row, const typename OperandTraits<Op>::Storage* hs, int nb, int R, int rows,
+                                     float* acc, int ld, int warp, int nwarps, int lane) {
+  if constexpr (kRecTensorCores<Op>) {
+    gates_mma<Op>(row, hs, nb, R, rows, acc, ld, warp, nwarps, lane);
+  } else {
+    gates_simt<Op>(row, hs, nb, R, rows, acc, ld, warp, nwarps, lane);
+  }
+}
+
 }  // namespace fastlstm::cuda::detail

@@ -9,8 +9,10 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "fastlstm/types.h"
 #include "kernels/forward.cuh"
 #include "kernels/grads.cuh"
 #include "kernels/recurrence_bwd.cuh"
@@ -30,13 +32,6 @@ struct TrainIO {
   // Dropout between layers: L - 1 masks [T, B, D*R], the one of layer k applied where layer k + 1 reads
   // layer k's output (its input projection and dW_ih) and to the gradient passed back down; or null.
   const float* const* masks = nullptr;
-};
-
-// One layer's parameter gradients, in the user's layouts: w_ih [D*4H, In] (directions stacked), w_hh
-// [D][4H, R], bias [D*4H] (the gradient of b_ih and of b_hh alike; null without bias), peep [D][3][H] (null
-// without peepholes), w_hr [D][P, H] (null without a projection).
-struct LayerGrads {
-  float *w_ih = nullptr, *w_hh = nullptr, *bias = nullptr, *peep = nullptr, *w_hr = nullptr;
 };
 
 // Two device buffers. The saved state (what the forward keeps for backward, only read by backward): per layer
@@ -147,7 +142,7 @@ void train_forward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, con
 // read, so backward may run again (or concurrently, each call with a workspace of its own).
 template <Operand Op, class Exec>
 void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                    const TrainIO& io, const LayerGrads* grads, const void* saved, void* workspace) {
+                    const TrainIO& io, const GradPointers* grads, const void* saved, void* workspace) {
   using Storage = typename OperandTraits<Op>::Storage;
   const int T = io.fwd.T, B = io.fwd.B, D = s.directions(), H = s.hidden_size, L = s.num_layers;
   const int P = s.proj_size, R = s.out_size();
@@ -222,7 +217,25 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
     op.dz = dz;
     op.ldz = ldg;
     op.lengths = io.fwd.lengths;
-    op.N = static_cast<int>(ldg);
+    // Each direction's gradients straight into the caller's arrays (GradPointers' layouts).
+    const GradPointers* gk = grads + static_cast<std::size_t>(k) * D;
+    // Runs op per direction d (its dz columns from d * a_per_d) into field `out` of d's gradients, and into
+    // `out2` as well when given (b_hh beside b_ih); a null field is skipped.
+    using Field = void* GradPointers::*;
+    const auto per_direction = [&](std::int64_t a_per_d, Field out, Field out2) {
+      for (int d = 0; d < D; ++d) {
+        float* a = static_cast<float*>(gk[d].*out);
+        float* b = out2 != nullptr ? static_cast<float*>(gk[d].*out2) : nullptr;
+        if (a == nullptr) std::swap(a, b);
+        if (a == nullptr) continue;
+        op.d = d;
+        op.a_off = d * a_per_d;
+        op.out = a;
+        op.out2 = b;
+        exec(grad_tile_plan(op.N, op.K), outer_grad_kernel<>, op);
+      }
+    };
+    op.N = static_cast<int>(G);
     op.K = In;
     op.rows = OuterRows::kInput;
     if (k == 0) {
@@ -235,15 +248,12 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.x_sb = inter_sb;
       op.x_mask = save[k - 1].mask;
     }
-    op.out = grads[k].w_ih;
-    exec(grad_tile_plan(ldg, In), outer_grad_kernel<>, op);
-    if (grads[k].bias != nullptr) {
+    per_direction(G, &GradPointers::w_ih, nullptr);
+    if (s.bias) {  // db, into b_ih and b_hh alike
       op.K = 1;
       op.rows = OuterRows::kOnes;
-      op.out = grads[k].bias;
-      exec(grad_tile_plan(ldg, 1), outer_grad_kernel<>, op);
+      per_direction(G, &GradPointers::b_ih, &GradPointers::b_hh);
     }
-    op.N = static_cast<int>(G);
     op.K = R;
     op.rows = OuterRows::kHprev;
     op.x = k == L - 1 ? io.fwd.y : save[k].y;
@@ -251,12 +261,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
     op.x_sb = k == L - 1 ? io.fwd.y_sb : inter_sb;
     op.x_mask = nullptr;  // h_{t-1} is the layer's own output, before any dropout
     op.h0 = io.fwd.h0 != nullptr ? io.fwd.h0 + k * layer_h : nullptr;
-    for (int d = 0; d < D; ++d) {
-      op.d = d;
-      op.a_off = d * G;
-      op.out = grads[k].w_hh + d * G * R;
-      exec(grad_tile_plan(G, R), outer_grad_kernel<>, op);
-    }
+    per_direction(G, &GradPointers::w_hh, nullptr);
     if (P > 0) {  // dW_hr = sum dr_t m_t^T
       op.dz = dr;
       op.ldz = static_cast<std::int64_t>(D) * P;
@@ -266,16 +271,22 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.gates = save[k].gates;
       op.c = save[k].c;
       op.ldg = ldg;
-      for (int d = 0; d < D; ++d) {
-        op.d = d;
-        op.a_off = static_cast<std::int64_t>(d) * P;
-        op.out = grads[k].w_hr + static_cast<std::int64_t>(d) * P * H;
-        exec(grad_tile_plan(P, H), outer_grad_kernel<>, op);
-      }
+      per_direction(P, &GradPointers::w_hr, nullptr);
     }
-    if (s.peephole) {
-      PeepGradParams pp{T, B, H, dz, save[k].c, ldg, bp.c0, io.fwd.lengths, grads[k].peep};
-      exec(elementwise_plan(H, static_cast<unsigned>(D)), peep_grad_kernel<>, pp);
+    for (int d = 0; d < D && s.peephole; ++d) {
+      PeepGradParams pp{T,
+                        B,
+                        H,
+                        dz,
+                        save[k].c,
+                        ldg,
+                        bp.c0,
+                        io.fwd.lengths,
+                        d,
+                        static_cast<float*>(gk[d].p_i),
+                        static_cast<float*>(gk[d].p_f),
+                        static_cast<float*>(gk[d].p_o)};
+      exec(elementwise_plan(H), peep_grad_kernel<>, pp);
     }
 
     InputGradParams<Op> ip;
@@ -326,7 +337,7 @@ void copy_rows(Exec& exec, const CopyRowsParams& p) {
 
 template <Operand Op, class Exec>
 void train_sequence(Exec& exec, const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                    const TrainIO& io, const LayerGrads* grads, void* saved, void* workspace) {
+                    const TrainIO& io, const GradPointers* grads, void* saved, void* workspace) {
   train_forward<Op>(exec, dev, s, layers, io.fwd, io.masks, saved, workspace);
   train_backward<Op>(exec, dev, s, layers, io, grads, saved, workspace);
 }

@@ -19,7 +19,7 @@ void launch_train_forward(const DeviceLimits& dev, const ModelShape& s, const Pa
 
 template <Operand Op>
 void launch_train_backward(const DeviceLimits& dev, const ModelShape& s, const PackedLayer<Op>* layers,
-                           const TrainIO& io, const LayerGrads* grads, const void* saved, void* workspace,
+                           const TrainIO& io, const GradPointers* grads, const void* saved, void* workspace,
                            cudaStream_t stream) {
   StreamExec exec{stream};
   train_backward<Op>(exec, dev, s, layers, io, grads, saved, workspace);
@@ -35,24 +35,24 @@ extern template void launch_train_forward<Operand::kF32>(const DeviceLimits&, co
                                                          const float* const*, void*, void*, cudaStream_t);
 extern template void launch_train_backward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
                                                           const PackedLayer<Operand::kF32>*, const TrainIO&,
-                                                          const LayerGrads*, const void*, void*, cudaStream_t);
+                                                          const GradPointers*, const void*, void*, cudaStream_t);
 extern template void launch_train_forward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
                                                           const PackedLayer<Operand::kTF32>*, const ForwardIO&,
                                                           const float* const*, void*, void*, cudaStream_t);
 extern template void launch_train_backward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
                                                            const PackedLayer<Operand::kTF32>*, const TrainIO&,
-                                                           const LayerGrads*, const void*, void*, cudaStream_t);
+                                                           const GradPointers*, const void*, void*, cudaStream_t);
 extern template void launch_train_forward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
                                                           const PackedLayer<Operand::kBF16>*, const ForwardIO&,
                                                           const float* const*, void*, void*, cudaStream_t);
 extern template void launch_train_backward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
                                                            const PackedLayer<Operand::kBF16>*, const TrainIO&,
-                                                           const LayerGrads*, const void*, void*, cudaStream_t);
+                                                           const GradPointers*, const void*, void*, cudaStream_t);
 extern template void launch_train_forward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
                                                          const PackedLayer<Operand::kF16>*, const ForwardIO&,
                                                          const float* const*, void*, void*, cudaStream_t);
 extern template void launch_train_backward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
                                                           const PackedLayer<Operand::kF16>*, const TrainIO&,
-                                                          const LayerGrads*, const void*, void*, cudaStream_t);
+                                                          const GradPointers*, const void*, void*, cudaStream_t);
 
 }  // namespace fastlstm::cuda::detail

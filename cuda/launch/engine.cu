@@ -86,6 +86,23 @@ class CudaSaved final : public SavedState {
   bool own = false;
   int index = 0;
   SavedLayout layout;
+  // The forward's arrays as the state holds them: x and y [T, B, .] contiguous, h0, c0 and the lengths.
+  detail::ForwardIO io() const {
+    const int D = shape.directions(), R = shape.out_size(), I = shape.input_size;
+    detail::ForwardIO f;
+    f.T = T;
+    f.B = B;
+    f.x = reinterpret_cast<const float*>(device + layout.x);
+    f.x_st = static_cast<std::int64_t>(B) * I;
+    f.x_sb = I;
+    f.h0 = reinterpret_cast<const float*>(device + layout.h0);
+    f.c0 = reinterpret_cast<const float*>(device + layout.c0);
+    f.lengths = reinterpret_cast<const int*>(device + layout.lengths);
+    f.y = reinterpret_cast<float*>(device + layout.y);
+    f.y_st = static_cast<std::int64_t>(B) * D * R;
+    f.y_sb = static_cast<std::int64_t>(D) * R;
+    return f;
+  }
   ~CudaSaved() override {
     if (own) device_free(device, index);
   }
@@ -196,10 +213,13 @@ class CudaEngine final : public Engine {
     c.workspace = detail::forward_layout(s, T, B).total + 256 + sizeof(int) * Bz;
     if (train) {
       const SavedLayout l = saved_layout(s, T, B, operand_bytes());
-      std::size_t grads = 0;  // backward's gradients of every layer, before they are copied out
-      for (int k = 0; k < s.num_layers; ++k) grads += layer_grad_floats(s, k);
-      c.outputs += sizeof(float) * (x + LD * Bz * (s.out_size() + s.hidden_size)) + sizeof(float) * grads;
-      c.workspace = l.train.work_total + 256 * static_cast<std::size_t>(s.num_layers) + sizeof(float) * grads;
+      const std::size_t H = s.hidden_size, G = 4 * H;
+      std::size_t params = 0;  // backward's outputs: the parameters' gradients
+      for (int k = 0; k < s.num_layers; ++k)
+        params += s.directions() * (G * s.layer_input(k) + G * s.out_size() + (s.bias ? 2 * G : 0) +
+                                    (s.peephole ? 3 * H : 0) + static_cast<std::size_t>(s.proj_size) * H);
+      c.outputs += sizeof(float) * (x + LD * Bz * (s.out_size() + s.hidden_size) + params);
+      c.workspace = l.train.work_total;
       c.saved = l.total;
     }
     return c;
@@ -230,39 +250,16 @@ class CudaEngine final : public Engine {
     const ModelShape& s = w.shape;
     std::vector<int> lengths = checked_call(a);
     const int L = s.num_layers;
-    std::vector<const float*> mask_ptrs;
-    if (masks != nullptr) {
-      for (int k = 0; k + 1 < L; ++k) {
-        on_device(masks[k], ("masks[" + std::to_string(k) + "]").c_str(), true);
-        mask_ptrs.push_back(static_cast<const float*>(masks[k]));
-      }
-    }
+    const std::vector<const float*> mask_ptrs = device_masks(masks, L);
     DeviceGuard guard(index_);
     const auto stream = static_cast<cudaStream_t>(a.stream);
-    auto st = std::make_unique<CudaSaved>();
-    st->shape = s;
-    st->T = a.T;
-    st->B = a.B;
-    st->owner = this;
-    st->index = index_;
-    st->layout = saved_layout(s, a.T, a.B, operand_bytes());
-    st->nbytes = st->layout.total;
     detail::backward_plan(s, a.B, operand_bytes(), limits_);  // a hidden size backward cannot take: before anything
-    if (saved != nullptr) {
-      if (saved_bytes < st->layout.total)
-        bad("saved: " + std::to_string(saved_bytes) + " bytes, the state needs " + std::to_string(st->layout.total));
-      on_device(saved, "saved", false);
-      st->device = static_cast<unsigned char*>(saved);
-    } else {
-      st->device = static_cast<unsigned char*>(device_alloc(st->layout.total, index_));
-      st->own = true;
-    }
+    std::unique_ptr<CudaSaved> st = saved_state(s, a.T, a.B, saved, saved_bytes);
     const SavedLayout& l = st->layout;
     const int D = s.directions(), R = s.out_size(), I = s.input_size;
     const std::size_t LDB = static_cast<std::size_t>(L) * D * a.B;
     // x into the state ([T, B, I]); the forward reads that copy, writes y into the state, and y goes out.
     auto* xs = reinterpret_cast<float*>(st->device + l.x);
-    auto* ys = reinterpret_cast<float*>(st->device + l.y);
     detail::launch_copy_rows(
         {a.T, a.B, I, static_cast<const float*>(a.x), a.x_st, a.x_sb, xs, static_cast<std::int64_t>(a.B) * I, I},
         stream);
@@ -277,17 +274,10 @@ class CudaEngine final : public Engine {
     keep_state(a.h0, l.h0, LDB * R);
     keep_state(a.c0, l.c0, LDB * s.hidden_size);
     if (lengths.empty()) lengths.assign(a.B, a.T);
-    const int* dl = upload_lengths(lengths, st->device + l.lengths, stream);
-    detail::ForwardIO io = forward_io(a);
-    io.x = xs;
-    io.x_st = static_cast<std::int64_t>(a.B) * I;
-    io.x_sb = I;
-    io.h0 = reinterpret_cast<const float*>(st->device + l.h0);
-    io.c0 = reinterpret_cast<const float*>(st->device + l.c0);
-    io.lengths = dl;
-    io.y = ys;
-    io.y_st = static_cast<std::int64_t>(a.B) * D * R;
-    io.y_sb = static_cast<std::int64_t>(D) * R;
+    upload_lengths(lengths, st->device + l.lengths, stream);
+    detail::ForwardIO io = st->io();  // the forward reads x from the state and writes y there
+    io.h_n = static_cast<float*>(a.h_n);
+    io.c_n = static_cast<float*>(a.c_n);
     StreamBuffer ws(l.train.work_total, stream);
     operand_switch(op_, [&](auto op) {
       constexpr Operand kOp = decltype(op)::value;
@@ -295,7 +285,8 @@ class CudaEngine final : public Engine {
       detail::launch_train_forward<kOp>(limits_, s, views.data(), io, mask_ptrs.empty() ? nullptr : mask_ptrs.data(),
                                         st->device, ws.get(), stream);
     });
-    detail::launch_copy_rows({a.T, a.B, D * R, ys, io.y_st, io.y_sb, static_cast<float*>(a.y), a.y_st, a.y_sb}, stream);
+    detail::launch_copy_rows({a.T, a.B, D * R, io.y, io.y_st, io.y_sb, static_cast<float*>(a.y), a.y_st, a.y_sb},
+                             stream);
     return st;
   }
 
@@ -303,19 +294,8 @@ class CudaEngine final : public Engine {
                                          std::size_t saved_bytes) const override {
     const CudaPacked& w = own(&weights);
     if (T < 1 || B < 1) bad("T and B must be >= 1");
-    auto st = std::make_unique<CudaSaved>();
-    st->shape = w.shape;
-    st->T = T;
-    st->B = B;
-    st->owner = this;
-    st->index = index_;
-    st->layout = saved_layout(w.shape, T, B, operand_bytes());
-    st->nbytes = st->layout.total;
-    if (saved == nullptr || saved_bytes < st->layout.total)
-      bad("saved: expected the " + std::to_string(st->layout.total) + " bytes a training forward filled");
-    on_device(saved, "saved", false);
-    st->device = static_cast<unsigned char*>(saved);
-    return st;  // the lengths are the state's own copy (the forward's)
+    if (saved == nullptr) bad("saved: expected the buffer a training forward filled");
+    return saved_state(w.shape, T, B, saved, saved_bytes);  // the lengths are the state's own copy (the forward's)
   }
 
   void backward(const BackwardArgs& a) const override {
@@ -323,7 +303,7 @@ class CudaEngine final : public Engine {
     const auto* st = dynamic_cast<const CudaSaved*>(a.state);
     if (st == nullptr || st->owner != this) bad("state: not saved by this engine");
     const ModelShape& s = w.shape;
-    const int L = s.num_layers, D = s.directions(), H = s.hidden_size, R = s.out_size(), P = s.proj_size;
+    const int L = s.num_layers;
     on_device(a.dy, "dy", false);
     on_device(a.dx, "dx", false);
     on_device(a.dh0, "dh0", false);
@@ -331,53 +311,16 @@ class CudaEngine final : public Engine {
     on_device(a.dh_n, "dh_n", true);
     on_device(a.dc_n, "dc_n", true);
     if (a.grads == nullptr) bad("grads is null");
-    std::vector<const float*> mask_ptrs;
-    if (a.masks != nullptr) {
-      for (int k = 0; k + 1 < L; ++k) {
-        on_device(a.masks[k], ("masks[" + std::to_string(k) + "]").c_str(), true);
-        mask_ptrs.push_back(static_cast<const float*>(a.masks[k]));
-      }
+    for (int i = 0; i < L * s.directions(); ++i) {  // the kernels write straight into them
+      const GradPointers& g = a.grads[i];
+      for (const void* p : {g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.w_hr, g.p_i, g.p_f, g.p_o}) on_device(p, "grads", true);
     }
+    const std::vector<const float*> mask_ptrs = device_masks(a.masks, L);
     DeviceGuard guard(index_);
     const auto stream = static_cast<cudaStream_t>(a.stream);
-    const SavedLayout& l = st->layout;
-    const int T = st->T, B = st->B;
-    std::size_t grad_floats = 0;
-    for (int k = 0; k < L; ++k) grad_floats += layer_grad_floats(s, k);
-    StreamBuffer ws(l.train.work_total + sizeof(float) * grad_floats + 256, stream);
-    float* g = reinterpret_cast<float*>(ws.get() + ((l.train.work_total + 255) & ~std::size_t{255}));
-    std::vector<detail::LayerGrads> grads(static_cast<std::size_t>(L));
-    for (int k = 0; k < L; ++k) {
-      const std::size_t G = 4 * static_cast<std::size_t>(H) * D;
-      grads[k].w_ih = g;
-      g += G * s.layer_input(k);
-      grads[k].w_hh = g;
-      g += G * R;
-      if (s.bias) {
-        grads[k].bias = g;
-        g += G;
-      }
-      if (s.peephole) {
-        grads[k].peep = g;
-        g += static_cast<std::size_t>(D) * 3 * H;
-      }
-      if (P > 0) {
-        grads[k].w_hr = g;
-        g += static_cast<std::size_t>(D) * P * H;
-      }
-    }
+    StreamBuffer ws(st->layout.train.work_total, stream);
     detail::TrainIO io;
-    io.fwd.T = T;
-    io.fwd.B = B;
-    io.fwd.x = reinterpret_cast<const float*>(st->device + l.x);
-    io.fwd.x_st = static_cast<std::int64_t>(B) * s.input_size;
-    io.fwd.x_sb = s.input_size;
-    io.fwd.h0 = reinterpret_cast<const float*>(st->device + l.h0);
-    io.fwd.c0 = reinterpret_cast<const float*>(st->device + l.c0);
-    io.fwd.lengths = reinterpret_cast<const int*>(st->device + l.lengths);
-    io.fwd.y = reinterpret_cast<float*>(st->device + l.y);
-    io.fwd.y_st = static_cast<std::int64_t>(B) * D * R;
-    io.fwd.y_sb = static_cast<std::int64_t>(D) * R;
+    io.fwd = st->io();
     io.dy = static_cast<const float*>(a.dy);
     io.dy_st = a.dy_st;
     io.dy_sb = a.dy_sb;
@@ -392,48 +335,50 @@ class CudaEngine final : public Engine {
     operand_switch(op_, [&](auto op) {
       constexpr Operand kOp = decltype(op)::value;
       const auto views = detail::layer_views<kOp>(w.image, static_cast<const unsigned char*>(w.device));
-      detail::launch_train_backward<kOp>(limits_, s, views.data(), io, grads.data(), st->device, ws.get(), stream);
+      detail::launch_train_backward<kOp>(limits_, s, views.data(), io, a.grads, st->device, ws.get(), stream);
     });
-    // Out into the caller's per-direction arrays (GradPointers' layouts).
-    const auto out = [&](void* dst, const float* src, std::size_t floats) {
-      if (dst == nullptr) return;
-      check(cudaMemcpyAsync(dst, src, sizeof(float) * floats, cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
-    };
-    for (int k = 0; k < L; ++k) {
-      const std::size_t G = 4 * static_cast<std::size_t>(H), In = static_cast<std::size_t>(s.layer_input(k));
-      for (int d = 0; d < D; ++d) {
-        const GradPointers& gp = a.grads[k * D + d];
-        out(gp.w_ih, grads[k].w_ih + d * G * In, G * In);
-        out(gp.w_hh, grads[k].w_hh + d * G * R, G * R);
-        if (s.bias) {
-          out(gp.b_ih, grads[k].bias + d * G, G);
-          out(gp.b_hh, grads[k].bias + d * G, G);
-        }
-        if (s.peephole) {
-          const float* pe = grads[k].peep + static_cast<std::size_t>(d) * 3 * H;
-          out(gp.p_i, pe, H);
-          out(gp.p_f, pe + H, H);
-          out(gp.p_o, pe + 2 * H, H);
-        }
-        if (P > 0) out(gp.w_hr, grads[k].w_hr + static_cast<std::size_t>(d) * P * H, static_cast<std::size_t>(P) * H);
-      }
-    }
   }
 
  private:
   std::size_t operand_bytes() const { return op_ == Operand::kBF16 || op_ == Operand::kF16 ? 2 : 4; }
 
-  // Floats of layer k's gradients in train.cuh's LayerGrads layouts.
-  static std::size_t layer_grad_floats(const ModelShape& s, int k) {
-    const std::size_t D = s.directions(), H = s.hidden_size, G = 4 * H * D;
-    return G * s.layer_input(k) + G * s.out_size() + (s.bias ? G : 0) + (s.peephole ? D * 3 * H : 0) +
-           D * static_cast<std::size_t>(s.proj_size) * H;
-  }
-
   const CudaPacked& own(const PackedWeights* weights) const {
     const auto* w = dynamic_cast<const CudaPacked*>(weights);
     if (w == nullptr || w->owner != this) bad("weights: not packed by this engine");
     return *w;
+  }
+
+  // The dropout masks (L - 1 device pointers, or null), checked; -> the pointers the kernels take (empty: none).
+  std::vector<const float*> device_masks(const void* const* masks, int L) const {
+    std::vector<const float*> out;
+    for (int k = 0; masks != nullptr && k + 1 < L; ++k) {
+      on_device(masks[k], ("masks[" + std::to_string(k) + "]").c_str(), true);
+      out.push_back(static_cast<const float*>(masks[k]));
+    }
+    return out;
+  }
+
+  // The saved state of a training call of T steps on B rows: in `buffer` (a caller's device memory, at least
+  // the state's size) or, for null, in memory of its own.
+  std::unique_ptr<CudaSaved> saved_state(const ModelShape& s, int T, int B, void* buffer, std::size_t bytes) const {
+    auto st = std::make_unique<CudaSaved>();
+    st->shape = s;
+    st->T = T;
+    st->B = B;
+    st->owner = this;
+    st->index = index_;
+    st->layout = saved_layout(s, T, B, operand_bytes());
+    st->nbytes = st->layout.total;
+    if (buffer != nullptr) {
+      if (bytes < st->layout.total)
+        bad("saved: " + std::to_string(bytes) + " bytes, the state needs " + std::to_string(st->layout.total));
+      on_device(buffer, "saved", false);
+      st->device = static_cast<unsigned char*>(buffer);
+    } else {
+      st->device = static_cast<unsigned char*>(device_alloc(st->layout.total, index_));
+      st->own = true;
+    }
+    return st;
   }
 
   void on_device(const void* p, const char* what, bool optional) const {

@@ -42,6 +42,28 @@ Budget worst(const char* kernel, PlanOf plan_of, const std::vector<long long>& s
   return b;
 }
 
+const std::vector<long long> kHiddenSizes = {1, 7, 128, 256, 512, 768, 1000, 1024, 2048, 4096, 8192};
+
+// For a recurrence plan (H, P, D, B, operand bytes, device) -> RecurrencePlan: the plan of H on a device whose
+// launch asks for the most shared memory over directions, projections, batches and operand widths.
+template <class Plan>
+auto recurrence_worst(Plan plan) {
+  return [plan](long long n, const DeviceLimits& dev) {
+    LaunchPlan w;
+    for (int D : {1, 2}) {
+      for (int P : {0, 1, int(n) / 2}) {
+        for (int B : {1, 16, 256, 4096}) {
+          for (std::size_t bytes : {2, 4}) {
+            const LaunchPlan p = plan(int(n), P, D, B, bytes, dev).launch;
+            if (p.dynamic_smem >= w.dynamic_smem) w = p;
+          }
+        }
+      }
+    }
+    return w;
+  };
+}
+
 }  // namespace
 
 int main() {
@@ -53,40 +75,10 @@ int main() {
             [](long long n, const DeviceLimits&) { return cd::input_proj_plan(int(n), 4096); }, {1, 64, 100000}),
       worst("input_proj_mma_kernel", [](long long n, const DeviceLimits&) { return cd::input_proj_plan(int(n), 4096); },
             {1, 64, 100000}),
-      // n = H; every direction count, projection, batch and operand width the plans can see.
-      worst("recurrence_kernel",
-            [](long long n, const DeviceLimits& dev) {
-              LaunchPlan w;
-              for (int D : {1, 2}) {
-                for (int P : {0, 1, int(n) / 2}) {
-                  for (int B : {1, 16, 256, 4096}) {
-                    for (std::size_t bytes : {2, 4}) {
-                      const LaunchPlan p = cd::recurrence_plan(int(n), P, D, B, bytes, dev).launch;
-                      if (p.dynamic_smem >= w.dynamic_smem) w = p;
-                    }
-                  }
-                }
-              }
-              return w;
-            },
-            {1, 7, 128, 256, 512, 768, 1000, 1024, 2048, 4096, 8192}),
-      // n = H, as the forward's recurrence (the sizes whose dz rows fit: larger H is refused by the plan).
-      worst("recurrence_backward_kernel",
-            [](long long n, const DeviceLimits& dev) {
-              LaunchPlan w;
-              for (int D : {1, 2}) {
-                for (int P : {0, 1, int(n) / 2}) {
-                  for (int B : {1, 16, 256, 4096}) {
-                    for (std::size_t bytes : {2, 4}) {
-                      const LaunchPlan p = cd::recurrence_backward_plan(int(n), P, D, B, bytes, dev).launch;
-                      if (p.dynamic_smem >= w.dynamic_smem) w = p;
-                    }
-                  }
-                }
-              }
-              return w;
-            },
-            {1, 7, 128, 256, 512, 768, 1000, 1024, 2048, 4096, 8192}),
+      // n = H; every direction count, projection, batch and operand width the plans can see (the backward's
+      // sizes whose dz rows fit: larger H is refused by its plan).
+      worst("recurrence_kernel", recurrence_worst(cd::recurrence_plan), kHiddenSizes),
+      worst("recurrence_backward_kernel", recurrence_worst(cd::recurrence_backward_plan), kHiddenSizes),
       // 64 x 64 output tiles, static shared memory only.
       worst("outer_grad_kernel", [](long long n, const DeviceLimits&) { return cd::grad_tile_plan(n, n); }, {1, 4096}),
       worst("input_grad_kernel", [](long long n, const DeviceLimits&) { return cd::grad_tile_plan(n, n); }, {1, 4096}),

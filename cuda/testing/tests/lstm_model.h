@@ -185,7 +185,8 @@ inline void reference(const LstmCase& c, const Problem& pr, std::vector<double>&
   y = in;
 }
 
-// Gradients in float64, the layouts of the CUDA engine's LayerGrads (kernels/train.cuh).
+// Gradients in float64; per layer the directions' arrays stacked (w_ih [D*4H, In], w_hh [D*4H, R], bias
+// [D*4H], peep [D][3][H] (p_i, p_f, p_o), w_hr [D*P, H]).
 struct Grads {
   std::vector<double> dx;                                         // [T][B][I]
   std::vector<double> dh0, dc0;                                   // [L*D][B][R], [L*D][B][H]

@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "emu_exec.h"
 #include "harness.h"
 #include "kernels/forward.cuh"
 #include "kernels/pack.h"
 #include "lstm_model.h"
+#include "orchestration.h"
 
 namespace {
 
@@ -26,7 +26,10 @@ using fastlstm::ModelShape;
 
 using Case = emu::testing::LstmCase;
 using emu::testing::EmuExec;
+using emu::testing::kNoRoom;
+using emu::testing::kSmall;
 using emu::testing::Problem;
+using emu::testing::shape;
 
 // Returns the largest |y - y64|.
 template <cd::Operand Op>
@@ -39,8 +42,7 @@ double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std
   const cd::PackedImage image = cd::pack_image<Op>(s, pr.layers.data());
   const std::vector<cd::PackedLayer<Op>> layers = cd::layer_views<Op>(image, image.bytes.data());
 
-  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * R : static_cast<std::int64_t>(B) * D * R;
-  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * R : static_cast<std::int64_t>(D) * R;
+  const emu::testing::RowStrides ys = emu::testing::user_layout(c, D * R);
   std::vector<float> y(static_cast<std::size_t>(T) * B * D * R, NAN), hn(pr.h0.size(), NAN), cn(pr.c0.size(), NAN);
   const cd::ForwardLayout layout = cd::forward_layout(s, T, B);
   std::vector<unsigned char> workspace(layout.total, 0xff);  // NaN-filled floats
@@ -54,8 +56,8 @@ double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std
   io.c0 = c.states ? pr.c0.data() : nullptr;
   io.lengths = c.lengths ? pr.len.data() : nullptr;
   io.y = y.data();
-  io.y_st = y_st;
-  io.y_sb = y_sb;
+  io.y_st = ys.st;
+  io.y_sb = ys.sb;
   io.h_n = hn.data();
   io.c_n = cn.data();
   EmuExec exec;
@@ -63,24 +65,13 @@ double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std
 
   std::vector<double> y64, hn64, cn64;
   emu::testing::reference(c, pr, y64, hn64, cn64);
-  std::vector<float> yt(y.size());  // the kernel's y in [T][B][D*R]
-  for (int t = 0; t < T; ++t) {
-    for (int b = 0; b < B; ++b) {
-      for (int q = 0; q < D * R; ++q)
-        yt[(static_cast<std::size_t>(t) * B + b) * D * R + q] = y[t * y_st + b * y_sb + q];
-    }
-  }
+  const std::vector<float> yt = emu::testing::gather_rows(y.data(), T, B, D * R, ys);  // as [T][B][D*R]
   const std::string what = "T=" + std::to_string(T) + " B=" + std::to_string(B) + " I=" + std::to_string(I) +
                            " H=" + std::to_string(H) + " P=" + std::to_string(s.proj_size) + " L=" + std::to_string(L) +
                            " D=" + std::to_string(D) + " op=" + std::to_string(static_cast<int>(Op)) +
                            " sms=" + std::to_string(dev.sm_count);
   const auto expect = [&](const char* name, const std::vector<float>& got, const std::vector<double>& want) {
-    std::size_t worst = 0;
-    if (emu::testing::tolerance_ratio(got.data(), want.data(), got.size(), tol, tol, &worst) > 1.0) {
-      emu::testing::fail(__FILE__, __LINE__,
-                         std::string(name) + " differs at " + std::to_string(worst) + ": " +
-                             std::to_string(got[worst]) + " vs " + std::to_string(want[worst]) + " (" + what + ")");
-    }
+    emu::testing::expect_close(name, got, want, tol, what);
   };
   expect("y", yt, y64);
   expect("h_n", hn, hn64);
@@ -89,21 +80,6 @@ double check_forward(const Case& c, const cd::DeviceLimits& dev, double tol, std
   for (std::size_t i = 0; i < yt.size(); ++i) err = std::max(err, std::fabs(yt[i] - y64[i]));
   return err;
 }
-
-ModelShape shape(int I, int H, int L = 1, bool bi = false, int P = 0, bool peep = false, bool bias = true) {
-  return {.input_size = I,
-          .hidden_size = H,
-          .num_layers = L,
-          .proj_size = P,
-          .bidirectional = bi,
-          .bias = bias,
-          .peephole = peep};
-}
-
-// Small devices, so that blocks own several units and the last owns fewer: 4 SMs with room for the weights,
-// and 3 SMs whose shared memory holds the gate sums only (weights read from global memory every step).
-constexpr cd::DeviceLimits kSmall{4, 2048, 48 * 1024, 65536};
-constexpr cd::DeviceLimits kNoRoom{3, 2048, 2048, 65536};
 
 // fp32: products and sums in float32 over at most ~70 terms and 6 steps: a few 1e-6.
 constexpr double kTolF32 = 2e-5;

@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "emu_exec.h"
 #include "harness.h"
 #include "kernels/pack.h"
 #include "kernels/train.cuh"
 #include "lstm_model.h"
+#include "orchestration.h"
 
 namespace {
 
@@ -27,13 +27,16 @@ namespace emu = fastlstm::emu;
 namespace cd = fastlstm::cuda::detail;
 using Case = emu::testing::LstmCase;
 using emu::testing::EmuExec;
+using emu::testing::kNoRoom;
+using emu::testing::kSmall;
 using emu::testing::Problem;
+using emu::testing::shape;
 using fastlstm::ModelShape;
 
 // Everything a training call writes, NaN-poisoned before it.
 struct Outputs {
   std::vector<float> y, hn, cn, dx, dh0, dc0;
-  std::vector<std::vector<float>> w_ih, w_hh, bias, peep, w_hr;
+  std::vector<std::vector<float>> w_ih, w_hh, bias, bias2, peep, w_hr;  // per layer, directions stacked
   bool operator==(const Outputs& o) const {
     const auto same = [](const std::vector<float>& a, const std::vector<float>& b) {
       return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
@@ -44,7 +47,7 @@ struct Outputs {
       return true;
     };
     return same(y, o.y) && same(dx, o.dx) && same(dh0, o.dh0) && same(dc0, o.dc0) && all(w_ih, o.w_ih) &&
-           all(w_hh, o.w_hh) && all(bias, o.bias) && all(peep, o.peep) && all(w_hr, o.w_hr);
+           all(w_hh, o.w_hh) && all(bias, o.bias) && all(bias2, o.bias2) && all(peep, o.peep) && all(w_hr, o.w_hr);
   }
 };
 
@@ -63,21 +66,37 @@ Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr,
   o.dx.assign(pr.x.size(), NAN);
   o.dh0.assign(pr.h0.size(), NAN);
   o.dc0.assign(pr.c0.size(), NAN);
-  std::vector<cd::LayerGrads> grads(L);
   for (int k = 0; k < L; ++k) {
     o.w_ih.emplace_back(static_cast<std::size_t>(D) * 4 * H * s.layer_input(k), NAN);
     o.w_hh.emplace_back(static_cast<std::size_t>(D) * 4 * H * R, NAN);
     o.bias.emplace_back(s.bias ? static_cast<std::size_t>(D) * 4 * H : 0, NAN);
+    o.bias2.emplace_back(o.bias.back().size(), NAN);
     o.peep.emplace_back(s.peephole ? static_cast<std::size_t>(D) * 3 * H : 0, NAN);
     o.w_hr.emplace_back(static_cast<std::size_t>(D) * P * H, NAN);
   }
+  // The engine's per-direction arrays (GradPointers), each a slice of the stacked vectors above.
+  std::vector<fastlstm::GradPointers> grads(static_cast<std::size_t>(L) * D);
   for (int k = 0; k < L; ++k) {
-    grads[k] = {o.w_ih[k].data(), o.w_hh[k].data(), s.bias ? o.bias[k].data() : nullptr,
-                s.peephole ? o.peep[k].data() : nullptr, P > 0 ? o.w_hr[k].data() : nullptr};
+    const std::size_t G = 4 * static_cast<std::size_t>(H), In = static_cast<std::size_t>(s.layer_input(k));
+    for (int d = 0; d < D; ++d) {
+      fastlstm::GradPointers& g = grads[k * D + d];
+      g.w_ih = o.w_ih[k].data() + d * G * In;
+      g.w_hh = o.w_hh[k].data() + d * G * R;
+      if (s.bias) {
+        g.b_ih = o.bias[k].data() + d * G;
+        g.b_hh = o.bias2[k].data() + d * G;
+      }
+      if (P > 0) g.w_hr = o.w_hr[k].data() + static_cast<std::size_t>(d) * P * H;
+      if (s.peephole) {
+        float* pe = o.peep[k].data() + static_cast<std::size_t>(d) * 3 * H;
+        g.p_i = pe;
+        g.p_f = pe + H;
+        g.p_o = pe + 2 * H;
+      }
+    }
   }
   // y and dy in the user's layout, as x ([T,B,.] or [B,T,.]).
-  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * R : static_cast<std::int64_t>(B) * D * R;
-  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * R : static_cast<std::int64_t>(D) * R;
+  const emu::testing::RowStrides ys = emu::testing::user_layout(c, D * R);
   cd::TrainIO io;
   io.fwd.T = T;
   io.fwd.B = B;
@@ -88,13 +107,13 @@ Outputs run_train(const Case& c, const cd::DeviceLimits& dev, const Problem& pr,
   io.fwd.c0 = c.states ? pr.c0.data() : nullptr;
   io.fwd.lengths = c.lengths ? pr.len.data() : nullptr;
   io.fwd.y = o.y.data();
-  io.fwd.y_st = y_st;
-  io.fwd.y_sb = y_sb;
+  io.fwd.y_st = ys.st;
+  io.fwd.y_sb = ys.sb;
   io.fwd.h_n = o.hn.data();
   io.fwd.c_n = o.cn.data();
   io.dy = dy.data();
-  io.dy_st = y_st;
-  io.dy_sb = y_sb;
+  io.dy_st = ys.st;
+  io.dy_sb = ys.sb;
   io.dh_n = c.states ? dh_n.data() : nullptr;
   io.dc_n = c.states ? dc_n.data() : nullptr;
   io.dx = o.dx.data();
@@ -128,19 +147,10 @@ double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::
   const Outputs o = run_train<Op>(c, dev, pr, dy, dh_n, dc_n);
 
   // The reference takes dy as [T][B][D*R] and zeros for dh_n / dc_n where the call passed none.
-  const std::int64_t y_st = c.batch_first ? static_cast<std::int64_t>(D) * R : static_cast<std::int64_t>(B) * D * R;
-  const std::int64_t y_sb = c.batch_first ? static_cast<std::int64_t>(T) * D * R : static_cast<std::int64_t>(D) * R;
-  std::vector<double> dyt(dy.size()), dh64(dh_n.size(), 0.0), dc64(dc_n.size(), 0.0);
-  std::vector<float> yt(o.y.size());
-  for (int t = 0; t < T; ++t) {
-    for (int b = 0; b < B; ++b) {
-      for (int q = 0; q < D * R; ++q) {
-        const std::size_t at = (static_cast<std::size_t>(t) * B + b) * D * R + q;
-        dyt[at] = dy[t * y_st + b * y_sb + q];
-        yt[at] = o.y[t * y_st + b * y_sb + q];
-      }
-    }
-  }
+  const emu::testing::RowStrides ys = emu::testing::user_layout(c, D * R);
+  const std::vector<double> dyt = emu::testing::gather_rows<double>(dy.data(), T, B, D * R, ys);
+  const std::vector<float> yt = emu::testing::gather_rows(o.y.data(), T, B, D * R, ys);
+  std::vector<double> dh64(dh_n.size(), 0.0), dc64(dc_n.size(), 0.0);
   if (c.states) {
     dh64.assign(dh_n.begin(), dh_n.end());
     dc64.assign(dc_n.begin(), dc_n.end());
@@ -156,23 +166,10 @@ double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::
                            " sms=" + std::to_string(dev.sm_count);
   double err_hh = 0.0;
   const auto expect = [&](const std::string& name, const std::vector<float>& got, const std::vector<double>& want) {
-    CHECK_EQ(got.size(), want.size());
-    std::size_t worst = 0;
-    if (emu::testing::tolerance_ratio(got.data(), want.data(), got.size(), tol, tol, &worst) > 1.0) {
-      emu::testing::fail(__FILE__, __LINE__,
-                         name + " differs at " + std::to_string(worst) + ": " + std::to_string(got[worst]) + " vs " +
-                             std::to_string(want[worst]) + " (" + what + ")");
-    }
+    emu::testing::expect_close(name, got, want, tol, what);
   };
   expect("y", yt, y64);
-  std::vector<float> dxt(o.dx.size());  // the kernel's dx as [T][B][I]
-  const int I = s.input_size;
-  for (int t = 0; t < T; ++t) {
-    for (int b = 0; b < B; ++b) {
-      for (int i = 0; i < I; ++i)
-        dxt[(static_cast<std::size_t>(t) * B + b) * I + i] = o.dx[t * pr.x_st + b * pr.x_sb + i];
-    }
-  }
+  const std::vector<float> dxt = emu::testing::gather_rows(o.dx.data(), T, B, s.input_size, {pr.x_st, pr.x_sb});
   expect("dx", dxt, g.dx);
   expect("dh0", o.dh0, g.dh0);
   expect("dc0", o.dc0, g.dc0);
@@ -180,7 +177,10 @@ double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::
     const std::string l = "[" + std::to_string(k) + "]";
     expect("dW_ih" + l, o.w_ih[k], g.w_ih[k]);
     expect("dW_hh" + l, o.w_hh[k], g.w_hh[k]);
-    if (s.bias) expect("db" + l, o.bias[k], g.bias[k]);
+    if (s.bias) {
+      expect("db" + l, o.bias[k], g.bias[k]);
+      CHECK(o.bias2[k] == o.bias[k]);  // b_hh's gradient is b_ih's
+    }
     if (s.peephole) expect("dpeep" + l, o.peep[k], g.peep[k]);
     if (s.proj_size > 0) expect("dW_hr" + l, o.w_hr[k], g.w_hr[k]);
     for (std::size_t i = 0; i < g.w_hh[k].size(); ++i)
@@ -189,36 +189,22 @@ double check_train(const Case& c, const cd::DeviceLimits& dev, double tol, std::
   return err_hh;
 }
 
-ModelShape shape(int I, int H, int L = 1, bool bi = false, bool peep = false, bool bias = true, int P = 0) {
-  return {.input_size = I,
-          .hidden_size = H,
-          .num_layers = L,
-          .proj_size = P,
-          .bidirectional = bi,
-          .bias = bias,
-          .peephole = peep};
-}
-
-// As the forward's tests: blocks own several units and the last fewer; 3 SMs with no room for the weights.
-constexpr cd::DeviceLimits kSmall{4, 2048, 48 * 1024, 65536};
-constexpr cd::DeviceLimits kNoRoom{3, 2048, 2048, 65536};
-
 // fp32: float32 sums over at most ~100 terms of gradients of order 1.
 constexpr double kTolF32 = 1e-4;
 
 std::vector<Case> cases() {
-  if (emu::detail::kTsan) return {{shape(5, 9, 2, true, true, true, 4), 3, 2, false, true, true, true}};
+  if (emu::detail::kTsan) return {{shape(5, 9, 2, true, 4, true), 3, 2, false, true, true, true}};
   return {
       {.s = shape(7, 13), .T = 5, .B = 3, .batch_first = false, .states = false, .lengths = false},
       {.s = shape(5, 9, 2, true), .T = 6, .B = 3, .batch_first = false, .states = true, .lengths = true},
-      {.s = shape(6, 11, 2, true, true), .T = 5, .B = 4, .batch_first = true, .states = true, .lengths = true},
-      {.s = shape(3, 10, 1, false, false, false),
+      {.s = shape(6, 11, 2, true, 0, true), .T = 5, .B = 4, .batch_first = true, .states = true, .lengths = true},
+      {.s = shape(3, 10, 1, false, 0, false, false),
        .T = 1,
        .B = 1,
        .batch_first = false,
        .states = true,
        .lengths = false},
-      {.s = shape(9, 20, 1, true, true), .T = 3, .B = 11, .batch_first = false, .states = true, .lengths = true},
+      {.s = shape(9, 20, 1, true, 0, true), .T = 3, .B = 11, .batch_first = false, .states = true, .lengths = true},
       {.s = shape(6, 10, 3, true),
        .T = 4,
        .B = 3,
@@ -226,14 +212,14 @@ std::vector<Case> cases() {
        .states = false,
        .lengths = true,
        .dropout = true},  // masks between three layers
-      {.s = shape(6, 11, 2, true, true, true, 5),
+      {.s = shape(6, 11, 2, true, 5, true),
        .T = 5,
        .B = 4,
        .batch_first = true,
        .states = true,
        .lengths = true,
        .dropout = true},  // projection with everything else
-      {.s = shape(70, 33, 1, false, false, true, 7),
+      {.s = shape(70, 33, 1, false, 7),
        .T = 4,
        .B = 2,
        .batch_first = false,

@@ -181,15 +181,12 @@ def test_sequence_engine_trains_like_the_cpu_in_float64(index, precision):
     assert all(np.array_equal(repeat[k], got[k]) for k in got), "a second training call gave other bits"
 
 
-def test_sequence_engine_refuses_foreign_pointers_and_device_array_training():
+def test_sequence_engine_refuses_foreign_pointers():
     if not _has_gpu():
         pytest.skip("no CUDA device visible")
     import fastlstm
 
     m = fastlstm.LSTM(3, 5, device="cuda", seed=1)
-    torch = pytest.importorskip("torch")
-    with pytest.raises(RuntimeError, match="numpy arrays"):
-        m(torch.zeros((2, 1, 3), device="cuda"), train=True)
     eng = _core.cuda_engine(0, "float32")
     w = eng.pack(_core.Shape(3, 5, 1, 0, False, True, False),
                  [{k: v for k, v in m.config.layer_params(m.state_dict(), 0, 0).items()}])
@@ -243,7 +240,7 @@ def test_dlpack_errors_name_the_argument():
         m(x, (torch.zeros(1, 1, 4, device="cuda"), torch.zeros(1, 1, 8, device="cuda")[:, :, ::2]))  # strided
 
 
-def test_torch_drop_in_runs_inference_on_cuda_tensors():
+def test_torch_drop_in_runs_inference_on_cuda_tensors(monkeypatch):
     torch = _torch_cuda()
     from fastlstm.torch import LSTM
 
@@ -253,6 +250,7 @@ def test_torch_drop_in_runs_inference_on_cuda_tensors():
     m.load_state_dict(ref.state_dict())
     ref, m = ref.cuda(), m.cuda()
     x = torch.randn(3, 7, 6, device="cuda")
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # cuDNN's fp32 in fp32, not on TF32 cores
     with torch.no_grad():
         y_ref, (h_ref, c_ref) = ref(x)
         y, (h, c) = m(x)
@@ -264,5 +262,127 @@ def test_torch_drop_in_runs_inference_on_cuda_tensors():
         torch.testing.assert_close(m(x)[0], ref(x)[0], rtol=1e-4, atol=1e-5)
         compiled = torch.compile(m, fullgraph=True)
         torch.testing.assert_close(compiled(x)[0], ref(x)[0], rtol=1e-4, atol=1e-5)
-    with pytest.raises(RuntimeError, match="training on CUDA"):
-        m(x)  # grad enabled and parameters that require it: a training call
+
+
+def _device_training_case(unbatched):
+    import fastlstm
+
+    opts = dict(num_layers=2, bidirectional=True, proj_size=5, peephole=True, batch_first=True, dropout=0.25)
+    module = fastlstm.LSTM(6, 12, seed=5, **opts)
+    c, rng = module.config, np.random.default_rng(8)
+    T, B = 9, 1 if unbatched else 4
+    lead = (T,) if unbatched else (B, T)
+    DL = c.num_layers * c.num_directions
+    state_lead = (DL,) if unbatched else (DL, B)
+    arrays = {"x": rng.standard_normal(lead + (6,)), "dy": rng.standard_normal(lead + (2 * c.out_size,)),
+              "h0": rng.standard_normal(state_lead + (c.out_size,)), "c0": rng.standard_normal(state_lead + (12,)),
+              "dh_n": rng.standard_normal(state_lead + (c.out_size,)), "dc_n": rng.standard_normal(state_lead + (12,))}
+    arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
+    masks = c.dropout_masks(T, B, np.float32, rng)
+    lengths = None if unbatched else np.array([9, 3, 7, 1])
+    return module, arrays, masks, lengths, T, B
+
+
+@pytest.mark.parametrize("unbatched", [False, True])
+@pytest.mark.parametrize("masks_on_device", [False, True])
+def test_training_on_device_arrays_gives_the_numpy_paths_bits(unbatched, masks_on_device):
+    """The same kernels on the same numbers: torch tensors in (the state in a caller's reserve tensor, found
+    again by restore_tape; masks as device or numpy arrays) give bitwise the numpy path's results, on the
+    device, in torch tensors."""
+    torch = _torch_cuda()
+    from fastlstm import functional as F
+
+    module, a, masks, lengths, T, B = _device_training_case(unbatched)
+    w = F.pack(module.config, module.state_dict(), device="cuda", training=True)
+    y, (h_n, c_n), tape = F.forward(w, a["x"], (a["h0"], a["c0"]), lengths=lengths, train=True, dropout_masks=masks)
+    dx, (dh0, dc0), grads = F.backward(tape, a["dy"], a["dh_n"], a["dc_n"])
+    want = {"y": y, "h_n": h_n, "c_n": c_n, "dx": dx, "dh0": dh0, "dc0": dc0, **grads}
+
+    d = {k: torch.from_numpy(v).cuda() for k, v in a.items()}
+    dmasks = [torch.from_numpy(m).cuda() for m in masks] if masks_on_device else masks
+    reserve = torch.empty(F.sizes(w, T, B, train=True)["saved"], dtype=torch.uint8, device="cuda")
+    yd, (hd, cd), _ = F.forward(w, d["x"], (d["h0"], d["c0"]), lengths=lengths, train=True, dropout_masks=dmasks,
+                                saved=reserve)
+    tape_d = F.restore_tape(w, reserve, T, B, lengths=lengths, dropout_masks=dmasks, unbatched=unbatched)
+    dxd, (dh0d, dc0d), grads_d = F.backward(tape_d, d["dy"], d["dh_n"], d["dc_n"])
+    got = {"y": yd, "h_n": hd, "c_n": cd, "dx": dxd, "dh0": dh0d, "dc0": dc0d, **grads_d}
+    assert got.keys() == want.keys()
+    for name, value in got.items():
+        assert isinstance(value, torch.Tensor) and value.is_cuda, name
+        np.testing.assert_array_equal(value.cpu().numpy(), want[name], err_msg=name)
+    with pytest.raises(TypeError, match="saved"):  # the state of a device call lives in device memory
+        F.restore_tape(w, np.zeros(16, np.uint8), T, B)
+    with pytest.raises(ValueError, match="saved"):
+        F.forward(w, a["x"], train=True, saved=reserve)  # numpy x: the engine keeps the state itself
+    with pytest.raises(ValueError, match="saved"):
+        F.forward(w, d["x"], train=True, saved=reserve[:64])  # too small: refused before anything runs
+
+
+def test_torch_drop_in_trains_on_cuda_tensors():
+    """Gradients of every parameter, of x and of hx on CUDA tensors against the drop-in on the CPU in float64,
+    with lengths (a PackedSequence) and a projection; bitwise repeatable; torch.compile(fullgraph=True) gives
+    the same bits."""
+    torch = _torch_cuda()
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from fastlstm.torch import LSTM
+
+    torch.manual_seed(0)
+    m = LSTM(6, 16, num_layers=2, bidirectional=True, proj_size=5).cuda()
+    ref = LSTM(6, 16, num_layers=2, bidirectional=True, proj_size=5, dtype=torch.float64)
+    ref.load_state_dict({k: v.double().cpu() for k, v in m.state_dict().items()})
+    x = torch.randn(8, 3, 6, device="cuda")
+    hx = (torch.randn(4, 3, 5, device="cuda"), torch.randn(4, 3, 16, device="cuda"))
+    lengths = torch.tensor([8, 5, 2])
+
+    def grads(module, to, packed=True):
+        module.zero_grad()
+        xs, hs = to(x).requires_grad_(), tuple(to(h).requires_grad_() for h in hx)
+        out, (h_n, c_n) = module(pack_padded_sequence(xs, lengths) if packed else xs, hs)
+        loss = ((out.data if packed else out) ** 2).sum() + (h_n * 1.5).sum() + c_n.sum()
+        loss.backward()
+        return [xs.grad, *(h.grad for h in hs), *(p.grad for p in module.parameters())]
+
+    want = grads(ref, lambda t: t.detach().cpu().double())
+    got = grads(m, lambda t: t.detach().clone())
+    for g, r in zip(got, want, strict=True):
+        assert g.is_cuda and g.dtype == torch.float32
+        torch.testing.assert_close(g.cpu().double(), r, rtol=1e-4, atol=1e-4)
+    again = grads(m, lambda t: t.detach().clone())
+    assert all(torch.equal(g, a) for g, a in zip(got, again, strict=True)), "a second step gave other bits"
+    eager = grads(m, lambda t: t.detach().clone(), packed=False)
+    compiled = grads(torch.compile(m, fullgraph=True), lambda t: t.detach().clone(), packed=False)
+    assert all(torch.equal(g, a) for g, a in zip(compiled, eager, strict=True)), "torch.compile changed the bits"
+
+
+def test_torch_drop_in_dropout_on_cuda_matches_the_cpu_with_its_masks():
+    """The CUDA kernel of fastlstm::lstm draws its masks on the device and returns them; the CPU engine in
+    float64 with those masks gives the same outputs and gradients (to fp32 rounding)."""
+    torch = _torch_cuda()
+    from fastlstm import _torch_ops
+    from fastlstm import functional as F
+    from fastlstm.torch import LSTM
+
+    torch.manual_seed(1)
+    m = LSTM(5, 8, num_layers=3, dropout=0.4).cuda()
+    x = torch.randn(6, 2, 5, device="cuda")
+    h0, c0 = torch.zeros(3, 2, 8, device="cuda"), torch.zeros(3, 2, 8, device="cuda")
+    params = list(m.parameters())
+    seed = torch.tensor([1234])
+    y, h_n, c_n, reserve, masks = _torch_ops.lstm(x, h0, c0, params, None, m._op_config(), 0.4, seed, True, True)
+    assert masks.shape == (2, 6, 2, 8) and masks.is_cuda
+    kept = masks.cpu().numpy()
+    assert set(np.unique(kept)) <= {0.0, np.float32(1 / 0.6)} and 0 < (kept == 0).mean() < 1
+    again = _torch_ops.lstm(x, h0, c0, params, None, m._op_config(), 0.4, seed, True, True)[4]
+    assert torch.equal(again, masks), "the same seed draws the same masks"
+    dy = torch.randn_like(y)
+    dx, dh0, dc0, *pgrads = _torch_ops.lstm_backward(dy, torch.zeros_like(h_n), torch.zeros_like(c_n), reserve,
+                                                     masks, params, None, m._op_config(), 0.4, list(x.shape))
+    state = {k: v.detach().cpu().double().numpy() for k, v in m.state_dict().items()}
+    w = F.pack(m.config, state, dtype="float64", training=True)
+    y64, _, tape = F.forward(w, x.cpu().double().numpy(), train=True, dropout_masks=list(kept.astype(np.float64)))
+    dx64, _, g64 = F.backward(tape, dy.cpu().double().numpy())
+    np.testing.assert_allclose(y.cpu().numpy(), y64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx.cpu().numpy(), dx64, rtol=1e-4, atol=1e-4)
+    for got, want in zip(pgrads, g64.values(), strict=True):
+        np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-4, atol=1e-4)

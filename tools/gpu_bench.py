@@ -4,7 +4,8 @@
 Rows today: the fused cell kernel (cuda/testing/gpu/gpu_cell.cu, kernel time alone) and, when torch with CUDA
 is importable, torch's eager elementwise equivalent on the same shapes; the sequence engine's inference
 (fastlstm.LSTM(device="cuda"), numpy in and out) against torch.nn.LSTM on CUDA (cuDNN) in fp32 and fp16, both
-timed from numpy to numpy (host copies included on both sides), and torch's device-only time with CUDA events;
+timed from numpy to numpy (host copies included on both sides), and both sides' device-only time with CUDA
+events (fastlstm on torch CUDA tensors through DLPack);
 and the same for training (forward + backward: fastlstm's train=True call and backward, torch's autograd) on
 T=1024 B=16 H=768 and DeepBench-style shapes (T=25). A row family is a function in ROWS (it gets the arguments
 and returns a list of dicts); the JSON is rewritten after each family, so a stage that runs out of time keeps
@@ -116,9 +117,20 @@ def sequence_rows(args: argparse.Namespace) -> list[dict]:
         for precision in (None, "bf16"):
             m = fastlstm.LSTM(H, H, device="cuda", precision=precision, seed=1)
             med, best = _median_ms(lambda m=m, x=x: m(x), args.repeats)
-            rows.append({"row": f"lstm-T{T}-B{B}-H{H}", "impl": f"fastlstm-{precision or 'fp32'}", "median_ms":
-                         round(med, 4), "min_ms": round(best, 4), "numpy_to_numpy": True})  # fmt: skip
+            row = {"row": f"lstm-T{T}-B{B}-H{H}", "impl": f"fastlstm-{precision or 'fp32'}", "median_ms":
+                   round(med, 4), "min_ms": round(best, 4), "numpy_to_numpy": True}  # fmt: skip
+            rows.append(_with_device_only(row, args, lambda xd, m=m: m(xd), x))
     return rows
+
+
+def _with_device_only(row: dict, args: argparse.Namespace, fn, *arrays) -> dict:
+    """The row with fastlstm's device-only time (fn on torch CUDA tensors of `arrays`, CUDA events) when torch
+    runs on the GPU: the number to hold against cuDNN's device-only time and the goals."""
+    torch, skipped = _torch_cuda(row["row"])
+    if not skipped:
+        tensors = [torch.from_numpy(a).cuda() for a in arrays]
+        row["device_only_median_ms"] = round(_device_only_ms(torch, lambda: fn(*tensors), args.repeats), 4)
+    return row
 
 
 def torch_sequence_rows(args: argparse.Namespace) -> list[dict]:
@@ -167,8 +179,9 @@ def training_rows(args: argparse.Namespace) -> list[dict]:
                 return m.backward(dy)
 
             med, best = _median_ms(call, max(3, args.repeats // 3))
-            rows.append({"row": f"train-T{T}-B{B}-H{H}", "impl": f"fastlstm-{precision or 'fp32'}",
-                         "median_ms": round(med, 4), "min_ms": round(best, 4), "numpy_to_numpy": True})  # fmt: skip
+            row = {"row": f"train-T{T}-B{B}-H{H}", "impl": f"fastlstm-{precision or 'fp32'}",
+                   "median_ms": round(med, 4), "min_ms": round(best, 4), "numpy_to_numpy": True}  # fmt: skip
+            rows.append(_with_device_only(row, args, lambda xd, dyd, call=call: call(x=xd, dy=dyd), x, dy))
     return rows
 
 

@@ -59,7 +59,7 @@ BackwardIo backward_io(const PyEngine& e, const PyWeights& w, const PySaved& sav
   const SavedState& st = *saved.state;
   const ModelShape& s = st.shape;
   const DType dt = e.engine->key().dtype;
-  const py::ssize_t D = s.directions(), L = s.num_layers, Hout = s.out_size(), H = s.hidden_size, P = s.proj_size;
+  const py::ssize_t D = s.directions(), L = s.num_layers, Hout = s.out_size(), H = s.hidden_size;
   const py::ssize_t T = st.T, B = st.B;
   const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
   const std::vector<py::ssize_t> yshape =
@@ -85,31 +85,11 @@ BackwardIo backward_io(const PyEngine& e, const PyWeights& w, const PySaved& sav
   a.dc0 = io.dc0.mutable_data();
   io.masks = mask_pointers(s, dt, masks, static_cast<int>(T), static_cast<int>(B));
   a.masks = io.masks.data();
-  io.gp.resize(static_cast<std::size_t>(L * D));
-  auto make = [&](py::dict& d, const char* name, std::vector<py::ssize_t> shape) {
+  io.gp = grad_outputs(s, io.grads, [&](py::dict& d, const char* name, std::vector<py::ssize_t> shape) {
     py::array arr(np_dtype(dt), shape);
     d[name] = arr;
     return arr.mutable_data();
-  };
-  for (py::ssize_t k = 0; k < L; ++k) {
-    for (py::ssize_t d = 0; d < D; ++d) {
-      py::dict g;
-      GradPointers& p = io.gp[k * D + d];
-      p.w_ih = make(g, "w_ih", {4 * H, s.layer_input(static_cast<int>(k))});
-      p.w_hh = make(g, "w_hh", {4 * H, Hout});
-      if (s.bias) {
-        p.b_ih = make(g, "b_ih", {4 * H});
-        p.b_hh = make(g, "b_hh", {4 * H});
-      }
-      if (P > 0) p.w_hr = make(g, "w_hr", {P, H});
-      if (s.peephole) {
-        p.p_i = make(g, "p_i", {H});
-        p.p_f = make(g, "p_f", {H});
-        p.p_o = make(g, "p_o", {H});
-      }
-      io.grads.append(g);
-    }
-  }
+  });
   a.grads = io.gp.data();
   return io;
 }

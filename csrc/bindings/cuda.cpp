@@ -1,6 +1,6 @@
 // The CUDA library's bindings: device queries, the fused cell kernel, and the sequence engine on the seam
 // (cuda_engine -> the Engine class of cpu.cpp; cuda_forward, cuda_forward_train, cuda_backward: numpy arrays
-// staged through device memory).
+// staged through device memory; cuda_device.cpp: the same calls on DLPack device arrays).
 // Without a CUDA build, only cuda_built = False.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "bindings/arrays.h"
-#include "bindings/dlpack.h"
+#include "bindings/cuda_memory.h"
 #include "bindings/engine.h"
 #include "bindings/module.h"
 #if defined(FASTLSTM_HAVE_CUDA)
@@ -57,21 +57,6 @@ PyEngine cuda_engine(int index, const std::string& dtype, const std::string& pre
   return PyEngine{cuda::make_engine(key, index)};
 }
 
-// One device allocation for a call's staged arrays, freed when the call returns (also on a throw).
-class Staging {
- public:
-  Staging(std::size_t bytes, int index)
-      : index_(index), base_(static_cast<unsigned char*>(cuda::device_alloc(bytes, index))) {}
-  ~Staging() { cuda::device_free(base_, index_); }
-  Staging(const Staging&) = delete;
-  Staging& operator=(const Staging&) = delete;
-  unsigned char* at(std::size_t offset) const { return base_ + offset; }
-
- private:
-  int index_;
-  unsigned char* base_;
-};
-
 // Host <-> device pairs of one staged call, in one device allocation: inputs are copied in before the engine
 // runs, outputs out after (the copies wait for the kernels).
 class StagedCall {
@@ -87,16 +72,16 @@ class StagedCall {
       i.at = total;
       total += (i.bytes + 255) & ~std::size_t{255};
     }
-    dev_ = std::make_unique<Staging>(total, index_);
+    dev_ = std::make_unique<DeviceMemory>(total, index_);
     for (Item& i : items_) {
-      void* d = dev_->at(i.at);
+      void* d = dev_->get() + i.at;
       if (i.input) cuda::copy_to_device(d, i.host, i.bytes, index_, nullptr);
       *i.slot = d;
     }
   }
   void copy_out() {
     for (const Item& i : items_)
-      if (!i.input) cuda::copy_to_host(i.host, dev_->at(i.at), i.bytes, index_, nullptr);
+      if (!i.input) cuda::copy_to_host(i.host, dev_->get() + i.at, i.bytes, index_, nullptr);
   }
 
  private:
@@ -111,7 +96,7 @@ class StagedCall {
   }
   int index_;
   std::vector<Item> items_;
-  std::unique_ptr<Staging> dev_;
+  std::unique_ptr<DeviceMemory> dev_;
 };
 
 // numpy in -> device -> numpy out: forward_io checks the arrays and allocates the outputs on the host (x is
@@ -205,93 +190,6 @@ py::tuple backward(const PyEngine& e, const PyWeights& w, int index, const PySav
   return py::make_tuple(io.dx, io.dh0, io.dc0, io.grads);
 }
 
-// Device memory of one output until a capsule takes it over.
-struct Output {
-  void* p = nullptr;
-  int index = 0;
-  std::vector<std::int64_t> shape;
-  Output(std::vector<std::int64_t> s, int i) : index(i), shape(std::move(s)) {
-    std::size_t n = sizeof(float);
-    for (std::int64_t d : shape) n *= static_cast<std::size_t>(d);
-    p = cuda::device_alloc(n, index);
-  }
-  ~Output() { cuda::device_free(p, index); }
-  Output(const Output&) = delete;
-  Output& operator=(const Output&) = delete;
-  py::capsule hand_over() {
-    void* q = p;
-    p = nullptr;  // export_f32 owns it from here on, also when it throws
-    return dlpack::export_f32(
-        q, {dlpack::kDLCUDA, index}, shape, [](void* d, int i) { cuda::device_free(d, i); }, index);
-  }
-};
-
-// A consumed device array of the call: float32 on cuda:index (TypeError / ValueError naming it otherwise).
-std::unique_ptr<dlpack::View> device_view(const py::object& obj, const std::string& name, int index) {
-  auto v = std::make_unique<dlpack::View>(obj, name);
-  const dlpack::DLTensor& t = v->tensor();
-  if (t.device.device_type != dlpack::kDLCUDA || t.device.device_id != index)
-    value_error(name + ": expected an array on cuda:" + std::to_string(index) + " (DLPack device type " +
-                std::to_string(t.device.device_type) + ", id " + std::to_string(t.device.device_id) + ")");
-  if (t.dtype.code != dlpack::kDLFloat || t.dtype.bits != 32 || t.dtype.lanes != 1)
-    type_error(name + ": expected float32");
-  return v;
-}
-
-// DLPack capsules of device arrays in (x strided with a contiguous last axis; h0, c0 C-contiguous or None;
-// lengths a host int64 array or None) -> capsules of new device arrays (y, h_n, c_n), complete when returned
-// (the call waits for its kernels, so any stream of the consumer may read them).
-py::tuple forward_dlpack(const PyEngine& e, const PyWeights& w, int index, const py::object& x, const py::object& h0,
-                         const py::object& c0, const py::object& lengths, bool batch_first) {
-  const ModelShape& s = w.weights->shape;
-  const auto xv = device_view(x, "x", index);
-  const std::vector<std::int64_t> sh = xv->shape(), st = xv->strides();
-  if (sh.size() != 3) value_error("x: expected 3 dimensions");
-  if (sh[2] != s.input_size) value_error("x: expected input size " + std::to_string(s.input_size));
-  if (sh[2] > 1 && st[2] != 1) value_error("x: the last axis must be contiguous");
-  const int ta = batch_first ? 1 : 0, ba = batch_first ? 0 : 1;
-  if (sh[ta] < 1 || sh[ba] < 1 || sh[ta] > INT32_MAX || sh[ba] > INT32_MAX) value_error("x: expected 1 <= T, B < 2^31");
-  ForwardArgs a;
-  a.weights = w.weights.get();
-  a.T = static_cast<int>(sh[ta]);
-  a.B = static_cast<int>(sh[ba]);
-  a.x = xv->data();
-  a.x_st = sh[ta] > 1 ? st[ta] : 0;
-  a.x_sb = sh[ba] > 1 ? st[ba] : 0;
-  const std::int64_t DL = static_cast<std::int64_t>(s.num_layers) * s.directions(), R = s.out_size();
-  std::unique_ptr<dlpack::View> hv, cv;
-  const auto state = [&](const py::object& obj, const std::string& name, std::int64_t width) {
-    auto v = device_view(obj, name, index);
-    if (v->shape() != std::vector<std::int64_t>{DL, a.B, width} || !v->compact())
-      value_error(name + ": expected a C-contiguous array of shape (" + std::to_string(DL) + ", " +
-                  std::to_string(a.B) + ", " + std::to_string(width) + ")");
-    return v;
-  };
-  if (!h0.is_none()) {
-    hv = state(h0, "hx[0] (h0)", R);
-    a.h0 = hv->data();
-  }
-  if (!c0.is_none()) {
-    cv = state(c0, "hx[1] (c0)", s.hidden_size);
-    a.c0 = cv->data();
-  }
-  if (!lengths.is_none()) a.lengths = checked_int64(lengths, "lengths", a.B);
-  const std::int64_t W = static_cast<std::int64_t>(s.directions()) * R, T = a.T, B = a.B;
-  Output y(batch_first ? std::vector<std::int64_t>{B, T, W} : std::vector<std::int64_t>{T, B, W}, index);
-  Output hn({DL, B, R}, index), cn({DL, B, s.hidden_size}, index);
-  a.y = y.p;
-  a.y_st = batch_first ? W : B * W;
-  a.y_sb = batch_first ? T * W : W;
-  a.h_n = hn.p;
-  a.c_n = cn.p;
-  {
-    py::gil_scoped_release release;
-    e.engine->forward(a);
-    cuda::synchronize(index, nullptr);
-  }
-  return py::make_tuple(y.hand_over(), hn.hand_over(), cn.hand_over());
-}
-
 py::list devices() {
   py::list out;
   const int n = cuda::device_count();
@@ -335,9 +233,7 @@ void bind_cuda(py::module_& m) {
   m.def("cuda_backward", &backward, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("saved"),
         py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"), py::arg("batch_first"), py::arg("masks"),
         "A CUDA engine's backward on numpy arrays: -> (dx, dh0, dc0, [per layer and direction: gradients]).");
-  m.def("cuda_forward_dlpack", &forward_dlpack, py::arg("engine"), py::arg("weights"), py::arg("index"), py::arg("x"),
-        py::arg("h0"), py::arg("c0"), py::arg("lengths"), py::arg("batch_first"),
-        "A CUDA engine's forward on DLPack capsules of device arrays: -> capsules of new device arrays.");
+  bind_cuda_device(m);
 }
 #else
 void bind_cuda(py::module_& m) { m.attr("cuda_built") = false; }

@@ -40,7 +40,7 @@ struct DLManagedTensor {
 };
 
 constexpr std::int32_t kDLCPU = 1, kDLCUDA = 2;
-constexpr std::uint8_t kDLFloat = 2;
+constexpr std::uint8_t kDLUInt = 1, kDLFloat = 2;
 
 // A consumed producer tensor (the capsule is renamed "used_dltensor", as the protocol says).
 class View {

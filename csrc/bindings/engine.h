@@ -42,6 +42,33 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
 // The dropout masks of a training call: None, or L-1 arrays [T, B, D*Hout] (C-contiguous, the engine's dtype).
 std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::object& masks, int T, int B);
 
+// The parameters' gradients of a backward call, per layer and direction (k * D + d): a dict each, appended to
+// `grads`, whose arrays make(dict, name, shape) adds and returns the address of (in state_dict's order);
+// -> the GradPointers into them.
+template <class Make>
+std::vector<GradPointers> grad_outputs(const ModelShape& s, py::list& grads, Make&& make) {
+  const py::ssize_t D = s.directions(), H = s.hidden_size, P = s.proj_size;
+  std::vector<GradPointers> gp(static_cast<std::size_t>(s.num_layers * D));
+  for (py::ssize_t i = 0; i < s.num_layers * D; ++i) {
+    py::dict g;
+    GradPointers& p = gp[i];
+    p.w_ih = make(g, "w_ih", {4 * H, s.layer_input(static_cast<int>(i / D))});
+    p.w_hh = make(g, "w_hh", {4 * H, s.out_size()});
+    if (s.bias) {
+      p.b_ih = make(g, "b_ih", {4 * H});
+      p.b_hh = make(g, "b_hh", {4 * H});
+    }
+    if (P > 0) p.w_hr = make(g, "w_hr", {P, H});
+    if (s.peephole) {
+      p.p_i = make(g, "p_i", {H});
+      p.p_f = make(g, "p_f", {H});
+      p.p_o = make(g, "p_o", {H});
+    }
+    grads.append(g);
+  }
+  return gp;
+}
+
 // A backward call's arguments checked on numpy arrays, and its outputs allocated: dx in x's layout, dh0, dc0,
 // and per layer and direction a dict of the parameters' gradients (grads) that gp points into.
 struct BackwardIo {

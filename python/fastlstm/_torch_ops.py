@@ -82,8 +82,9 @@ class _PackedCache:
         return weights
 
     def _get_cuda(self, params: list[torch.Tensor], cfg: Config) -> F.Weights:
-        """As get() for parameters on a GPU, packed for the CUDA engine (inference): the bits are compared on
-        the device (one concatenation and torch.equal), the parameters copied to the host only to pack."""
+        """As get() for parameters on a GPU, packed for the CUDA engine (its one image serves inference and
+        training): the bits are compared on the device (one concatenation and torch.equal), the parameters
+        copied to the host only to pack."""
         device = params[0].device
         key = (cfg, "cuda", device.index, tuple(p.data_ptr() for p in params))
         flat = torch.cat([p.detach().reshape(-1) for p in params])
@@ -95,8 +96,8 @@ class _PackedCache:
                 self.entries.move_to_end(key)
                 return weights
         arrays = [p.detach().cpu().numpy() for p in params]
-        weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), device=f"cuda:{device.index or 0}",
-                         dtype=_dtype(params[0]))
+        weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), device=_cuda_name(device),
+                         dtype=_dtype(params[0]), training=True)
         self.entries[key] = (weights, versions, flat)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
@@ -105,6 +106,18 @@ class _PackedCache:
 
 
 _cache = _PackedCache()
+
+
+def _cuda_name(device: torch.device) -> str:
+    return f"cuda:{device.index or 0}"
+
+
+def _reserve_bytes(x: torch.Tensor, cfg: Config, T, B):
+    """The saved state's size of a training call on x (the engine of x's device; fake tensors too)."""
+    if not (isinstance(T, int) and isinstance(B, int)):  # symbolic shapes: a size only the run knows
+        return torch.library.get_ctx().new_dynamic_size()
+    device = _cuda_name(x.device) if x.device.type == "cuda" else "cpu"
+    return _backends.engine_for(device, _dtype(x), None).sizes(cfg, T, B, True)["saved"]
 
 
 def _layout(x_shape, cfg: Config) -> tuple[int, int, bool]:
@@ -139,7 +152,7 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, params: list[torch
     rng, reserve = None, torch.empty(0, dtype=torch.uint8)
     if train:
         T, B, _ = _layout(x.shape, cfg)
-        reserve = torch.empty(F.sizes(weights, T, B, train=True)["saved"], dtype=torch.uint8)
+        reserve = torch.empty(_reserve_bytes(x, cfg, T, B), dtype=torch.uint8)
         if _has_masks(cfg, use_dropout, train):
             rng = np.random.default_rng(int(seed.item()))
     y, (h_n, c_n), tape = F.forward(weights, x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()),
@@ -152,16 +165,28 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, params: list[torch
 
 @lstm.register_kernel("cuda")
 def _lstm_cuda(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, train):
-    """CUDA tensors: the CUDA engine through DLPack (results on x's device, no host copies); inference only."""
-    if train:
-        raise RuntimeError("fastlstm.torch.LSTM: training on CUDA tensors is not available in this version; "
-                           "inference runs there under torch.no_grad() or torch.inference_mode()")
+    """CUDA tensors: the CUDA engine through DLPack (results on x's device, no host copies). Training keeps the
+    state in a reserve tensor of torch's allocator; the dropout masks are drawn on the device by a torch
+    generator seeded with ``seed``."""
     cfg = _config(tuple(config), dropout)
-    weights = _cache.get(params, cfg, False)
+    weights = _cache.get(params, cfg, train)
     lens = None if lengths is None else lengths.numpy()
-    y, (h_n, c_n), _ = F.forward(weights, x.detach(), (h0.detach().contiguous(), c0.detach().contiguous()),
-                                 lengths=lens)
-    return y, h_n, c_n, x.new_empty(0, dtype=torch.uint8), x.new_empty(0)
+    hx = (h0.detach().contiguous(), c0.detach().contiguous())
+    reserve, masks = x.new_empty(0, dtype=torch.uint8), x.new_empty(0)
+    if not train:
+        y, (h_n, c_n), _ = F.forward(weights, x.detach(), hx, lengths=lens)
+        return y, h_n, c_n, reserve, masks
+    T, B, _ = _layout(x.shape, cfg)
+    reserve = x.new_empty(_reserve_bytes(x, cfg, T, B), dtype=torch.uint8)
+    if _has_masks(cfg, use_dropout, train):
+        keep = 1.0 - cfg.dropout
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(int(seed.item()))
+        masks = x.new_empty((cfg.num_layers - 1, T, B, cfg.num_directions * cfg.out_size))
+        masks.bernoulli_(keep, generator=generator).mul_(1.0 / keep if keep > 0 else 0.0)
+    y, (h_n, c_n), _ = F.forward(weights, x.detach(), hx, lengths=lens, train=True,
+                                 dropout_masks=list(masks) if masks.numel() else None, saved=reserve)
+    return y, h_n, c_n, reserve, masks
 
 
 @lstm.register_fake
@@ -169,13 +194,7 @@ def _lstm_fake(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, t
     cfg = _config(tuple(config), dropout)
     y, h_n, c_n = _outputs_like(x, cfg)
     T, B, _ = _layout(x.shape, cfg)
-    reserve = x.new_empty(0, dtype=torch.uint8)
-    if train:
-        if isinstance(T, int) and isinstance(B, int):  # the engine's exact size
-            n = _backends.engine_for("cpu", _dtype(x), None).sizes(cfg, T, B, True)["saved"]
-        else:  # symbolic shapes: a size only the run knows
-            n = torch.library.get_ctx().new_dynamic_size()
-        reserve = x.new_empty(n, dtype=torch.uint8)
+    reserve = x.new_empty(_reserve_bytes(x, cfg, T, B) if train else 0, dtype=torch.uint8)
     masks = x.new_empty(0)
     if _has_masks(cfg, use_dropout, train):
         masks = x.new_empty((cfg.num_layers - 1, T, B, cfg.num_directions * cfg.out_size))
@@ -186,13 +205,17 @@ def _lstm_fake(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, t
 def lstm_backward(dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor, reserve: torch.Tensor,
                   masks: torch.Tensor, params: list[torch.Tensor], lengths: torch.Tensor | None, config: list[int],
                   dropout: float, x_shape: list[int]) -> list[torch.Tensor]:
+    """Either device: CPU tensors as numpy arrays, CUDA tensors as they are (DLPack, results on their device)."""
     cfg = _config(tuple(config), dropout)
     weights = _cache.get(params, cfg, True)
     T, B, unbatched = _layout(x_shape, cfg)
-    tape = F.restore_tape(weights, reserve.numpy(), T, B, lengths=None if lengths is None else lengths.numpy(),
-                          dropout_masks=list(masks.numpy()) if masks.numel() else None, unbatched=unbatched)
-    dx, (dh0, dc0), grads = F.backward(tape, dy.numpy(), dh_n.numpy(), dc_n.numpy())
-    return [torch.from_numpy(a) for a in (dx, dh0, dc0, *grads.values())]
+    cpu = dy.device.type == "cpu"
+    arrays = [t.numpy() if cpu else t for t in (reserve, masks, dy, dh_n, dc_n)]
+    reserve, masks, dy, dh_n, dc_n = arrays
+    tape = F.restore_tape(weights, reserve, T, B, lengths=None if lengths is None else lengths.numpy(),
+                          dropout_masks=list(masks) if len(masks) else None, unbatched=unbatched)
+    dx, (dh0, dc0), grads = F.backward(tape, dy, dh_n, dc_n)
+    return [torch.from_numpy(a) if cpu else a for a in (dx, dh0, dc0, *grads.values())]
 
 
 @lstm_backward.register_fake

@@ -18,7 +18,8 @@ are converted to the weights' dtype (float16/32/64 accepted; integer, bool, comp
 TypeError naming the argument). Packed weights are immutable and do not follow later changes of ``params``:
 pack again after an update. On a CUDA device, x (and hx) may also be device arrays of any DLPack framework
 (torch, cupy, jax: float32, hx C-contiguous): the results are then new arrays of x's framework on the same
-device, without host copies; lengths stay a host array.
+device, without host copies; lengths stay a host array. Training too: backward on a device dy (dh_n, dc_n
+device arrays as well) returns device arrays; dropout masks may be device or numpy arrays.
 """
 
 from __future__ import annotations
@@ -189,10 +190,12 @@ def _masks(weights: Weights, dropout_masks, T: int, B: int):
         raise TypeError(f"dropout_masks: expected {c.num_layers - 1} arrays of shape {shape}")
     out = []
     for k, m in enumerate(dropout_masks):
-        m = float_array(f"dropout_masks[{k}]", m, weights.dtype)
-        if m.shape != shape:
-            raise ValueError(f"dropout_masks[{k}]: expected shape {shape}, got {m.shape}")
-        out.append(np.ascontiguousarray(m))
+        on_device = device_array(weights, m)  # its engine checks dtype and layout
+        if not on_device:
+            m = float_array(f"dropout_masks[{k}]", m, weights.dtype)
+        if tuple(m.shape) != shape:
+            raise ValueError(f"dropout_masks[{k}]: expected shape {shape}, got {tuple(m.shape)}")
+        out.append(m if on_device else np.ascontiguousarray(m))
     return tuple(out)
 
 
@@ -209,7 +212,8 @@ def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, 
     applies dropout between layers: masks drawn from ``rng`` as Config.dropout_masks draws them, or the given
     ``dropout_masks`` (one (T, B, D*H_out) array per layer but the last); neither: no dropout. ``saved``: a
     writable uint8 array of at least sizes(weights, T, B, train=True)["saved"] bytes (64-byte aligned) that
-    keeps the state instead of the engine's own memory; restore_tape() makes a tape of it again.
+    keeps the state instead of the engine's own memory (on a CUDA device, with x a device array: a C-contiguous
+    uint8 device array); restore_tape() makes a tape of it again.
 
     Raises TypeError / ValueError naming the argument (x, hx[0] (h0), hx[1] (c0), lengths, dropout_masks),
     MemoryError when the call needs more memory than the machine has."""
@@ -300,18 +304,23 @@ def backward(tape: Tape, dy, dh_n=None, dc_n=None):
     y_shape = (T, width) if tape.unbatched else ((B, T, width) if tape.batch_first else (T, B, width))
     state_shapes = ((DL, c.out_size), (DL, c.hidden_size)) if tape.unbatched else \
         ((DL, B, c.out_size), (DL, B, c.hidden_size))
-    dy = float_array("dy", dy, w.dtype)
-    if dy.shape != y_shape:
-        raise ValueError(f"dy: expected y's shape {y_shape}, got {dy.shape}")
+    on_device = device_array(w, dy)  # then dh_n and dc_n are device arrays too; the engine checks their layouts
+    if not on_device:
+        dy = float_array("dy", dy, w.dtype)
+    if tuple(dy.shape) != y_shape:
+        raise ValueError(f"dy: expected y's shape {y_shape}, got {tuple(dy.shape)}")
     states = []
     for name, a, shape in (("dh_n", dh_n, state_shapes[0]), ("dc_n", dc_n, state_shapes[1])):
         if a is not None:
-            a = float_array(name, a, w.dtype)
-            if a.shape != shape:
-                raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
-            a = np.ascontiguousarray(a[:, None, :] if tape.unbatched else a)
+            if not on_device:
+                a = float_array(name, a, w.dtype)
+            if tuple(a.shape) != shape:
+                raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
+            a = a[:, None, :] if tape.unbatched else a
+            a = a if on_device else np.ascontiguousarray(a)
         states.append(a)
-    dy3 = np.ascontiguousarray(dy[:, None, :] if tape.unbatched else dy)
+    dy3 = dy[:, None, :] if tape.unbatched else dy
+    dy3 = dy3 if on_device else np.ascontiguousarray(dy3)
     masks = None if tape.dropout_masks is None else list(tape.dropout_masks)
     dx, dh0, dc0, per_layer = w.engine.backward(w.packed, tape.saved, dy3, states[0], states[1], tape.batch_first,
                                                 masks)

@@ -8,9 +8,9 @@ gives nn.LSTM's initial weights), state_dict, forward(input, hx=None) with tenso
 outputs and gradients, and the same errors and warnings for malformed arguments. The LSTM runs as two torch
 custom operators (fastlstm::lstm and its backward), so it works under torch.compile(fullgraph=True) and
 torch.export, and with DistributedDataParallel. What differs: ``peephole=True`` adds peephole_{i,f,o}_l{k}{sfx}
-parameters; dropout masks are drawn by NumPy from a seed taken from torch's generator (torch.manual_seed
-reproduces them, but they are not nn.LSTM's masks); CPU tensors in float32 or float64 only, because this
-version's engine runs on the CPU.
+parameters; dropout masks are drawn from a seed taken from torch's generator (by NumPy for CPU tensors, by a
+torch generator on the device for CUDA tensors: torch.manual_seed reproduces them, but they are not nn.LSTM's
+masks); CPU tensors in float32 or float64, CUDA tensors in float32.
 """
 
 from __future__ import annotations
@@ -64,9 +64,8 @@ class LSTM(nn.Module):
 
     Arguments, parameters, forward(input, hx=None) and its outputs are torch.nn.LSTM's (help(torch.nn.LSTM));
     ``peephole=True`` adds the parameters peephole_{i,f,o}_l{k}{sfx} of shape (hidden_size,). device: the CPU
-    or a CUDA device (.cuda() / .to("cuda") move it too): CUDA tensors run inference on fastlstm's CUDA engine
-    (float32; under torch.no_grad() or torch.inference_mode(): training there raises RuntimeError in this
-    version); dtype float32 (the default) or float64.
+    or a CUDA device (.cuda() / .to("cuda") move it too): CUDA tensors run inference and training on fastlstm's
+    CUDA engine (float32, deterministic gradients); dtype float32 (the default) or float64.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,

@@ -4,8 +4,10 @@ Pack, forward (and therefore ``step``), the training forward and backward; preci
 and fp16, parameters kept in float32. float64 modules and int8 raise with a message that says so.
 Arrays: numpy in -> staged through device memory -> numpy out; device arrays of any DLPack framework in
 (torch, cupy, jax; taken with __dlpack__(stream=1), the legacy default stream the kernels run on) -> new
-device arrays of x's framework out, complete when returned (the call waits for its kernels). Training takes
-numpy arrays in this version; its saved state stays in device memory until backward.
+device arrays of x's framework out, complete when returned (the call waits for its kernels). Training runs on
+either: numpy arrays keep the saved state in the engine's device memory until backward; device arrays may
+keep it in a caller's uint8 device array (a framework's reserve tensor, found again by saved_view), and
+backward on device arrays (dy) returns device arrays.
 """
 
 from __future__ import annotations
@@ -52,28 +54,49 @@ class CudaEngine:
     def forward(self, packed, x3, h0, c0, lengths, batch_first):
         if isinstance(x3, np.ndarray):
             return _core.cuda_forward(self.core, packed, self.index, x3, h0, c0, lengths, batch_first)
-        caps = [_capsule(name, a) for name, a in (("x", x3), ("hx[0] (h0)", h0), ("hx[1] (c0)", c0))]
-        out = _core.cuda_forward_dlpack(self.core, packed, self.index, *caps, lengths, batch_first)
-        wrap = _importer(x3)
-        return tuple(wrap(_Exported(c, self.index)) for c in out)
+        out = _core.cuda_forward_dlpack(self.core, packed, self.index, *_states(x3, h0, c0), lengths, batch_first)
+        return _imported(x3, out, self.index)
 
     def forward_train(self, packed, x3, h0, c0, lengths, batch_first, masks, saved):
-        if not isinstance(x3, np.ndarray):
-            raise RuntimeError(f"device={self.device!r}: training on CUDA takes numpy arrays in this version "
-                               "(device arrays run inference)")
-        if saved is not None:
-            raise ValueError("saved: on CUDA the saved state stays in the engine's device memory (pass None)")
-        return _core.cuda_forward_train(self.core, packed, self.index, x3, h0, c0, lengths, batch_first, masks)
+        if isinstance(x3, np.ndarray):
+            if saved is not None:
+                raise ValueError("saved: a state kept in a caller's buffer needs device arrays (x on the GPU); "
+                                 "with numpy arrays it stays in the engine's device memory (pass None)")
+            return _core.cuda_forward_train(self.core, packed, self.index, x3, h0, c0, lengths, batch_first, masks)
+        y, h_n, c_n, state = _core.cuda_forward_train_dlpack(
+            self.core, packed, self.index, *_states(x3, h0, c0), lengths, batch_first, _masks(masks),
+            None if saved is None else _capsule("saved", saved))
+        return (*_imported(x3, (y, h_n, c_n), self.index), state)
 
     def backward(self, packed, saved, dy3, dh_n, dc_n, batch_first, masks):
-        return _core.cuda_backward(self.core, packed, self.index, saved, dy3, dh_n, dc_n, batch_first, masks)
+        if isinstance(dy3, np.ndarray):
+            return _core.cuda_backward(self.core, packed, self.index, saved, dy3, dh_n, dc_n, batch_first, masks)
+        dx, dh0, dc0, grads = _core.cuda_backward_dlpack(
+            self.core, packed, self.index, saved, _capsule("dy", dy3), _capsule("dh_n", dh_n),
+            _capsule("dc_n", dc_n), batch_first, _masks(masks))
+        wrap = _importer(dy3)
+        grads = [{k: wrap(_Exported(v, self.index)) for k, v in g.items()} for g in grads]
+        return (*_imported(dy3, (dx, dh0, dc0), self.index), grads)
 
-    def saved_view(self, *args, **kwargs):
-        raise RuntimeError(f"device={self.device!r}: a saved state in a caller's buffer (restore_tape) is not "
-                           "available on CUDA in this version")
+    def saved_view(self, packed, saved, T: int, B: int, lengths):
+        if isinstance(saved, np.ndarray) or not hasattr(saved, "__dlpack__"):
+            raise TypeError(f"saved: on {self.device!r} the state lives in device memory: expected the uint8 device "
+                            f"array the training forward filled, got {type(saved).__name__}")
+        return _core.cuda_saved_view(self.core, packed, self.index, _capsule("saved", saved), T, B)
 
     def sizes(self, config, T: int, B: int, train: bool) -> dict:
         return self.core.sizes(_shape(config), T, B, bool(train))
+
+
+def _states(x3, h0, c0) -> list:
+    return [_capsule(name, a) for name, a in (("x", x3), ("hx[0] (h0)", h0), ("hx[1] (c0)", c0))]
+
+
+def _masks(masks) -> list | None:
+    """Dropout masks for the engine: numpy arrays as they are (uploaded for the call), device arrays as capsules."""
+    if masks is None:
+        return None
+    return [m if isinstance(m, np.ndarray) else _capsule(f"dropout_masks[{k}]", m) for k, m in enumerate(masks)]
 
 
 def _capsule(name: str, a):
@@ -101,6 +124,12 @@ class _Exported:
 
     def __dlpack_device__(self):
         return (2, self.index)
+
+
+def _imported(like, capsules, index: int) -> tuple:
+    """The call's results as new arrays of ``like``'s framework."""
+    wrap = _importer(like)
+    return tuple(wrap(_Exported(c, index)) for c in capsules)
 
 
 def _importer(x):

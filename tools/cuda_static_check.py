@@ -55,6 +55,8 @@ TENSOR_CORE_RULES: list[tuple[str, str, str]] = [
      "the tf32 / bf16 / fp16 recurrence must run its step GEMM on the tensor cores"),
     (r"recurrence_backward_kernelILNS\d+_7OperandE[123]", r"\bHMMA\.\d+\.F32\b",
      "the tf32 / bf16 / fp16 backward recurrence must run dh = dz W_hh on the tensor cores"),
+    (r"(outer|input)_grad_kernelILNS\d+_7OperandE[123]", r"\bHMMA\.\d+\.F32\b",
+     "the tf32 / bf16 / fp16 weight and input gradients must run on the tensor cores"),
 ]
 # Library kernels allowed to use local memory (none: a stack array or spill in a hot kernel is a bug).
 LOCAL_MEMORY_EXEMPT: list[str] = []

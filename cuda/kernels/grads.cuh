@@ -1,7 +1,9 @@
 // The gradients a layer's backward recurrence leaves to whole-sequence products (recurrence_bwd.cuh wrote dz
-// [T*B, D*4H] for every position, zeros where a row did not run). Each output element is one thread's sum over
-// the reduction in ascending order (tiled through shared memory): no atomics and no split sums, so every
-// gradient is bitwise the same from run to run. Products in fp32 with the packed (operand-rounded) weights.
+// [T*B, D*4H] for every position, zeros where a row did not run). The products run in the precision's
+// operand format (operand.cuh: fp32 on FMA chains, tf32 / bf16 / fp16 on the tensor cores with fp32
+// accumulators; db and the peepholes' gradients always in fp32) over 64 x 64 output tiles, the reduction in
+// slices of 16 through shared memory in ascending order: each output element is one fixed chain of FMAs or
+// mma's, with no atomics and no split sums, so every gradient is bitwise the same from run to run.
 //   outer   dW[n, k] = sum_m dz[m, a_off + n] * v_m[k]: dW_ih (v = the layer input x), dW_hh (v = h_{t-1} of
 //           direction d: the previous position's y, or h0 at a row's first step), db (v = 1) and, with a
 //           projection, dW_hr (dz -> dr_t, v = m_t = o * tanh(c_t))
@@ -14,6 +16,7 @@
 
 #include "common/plan.h"
 #include "common/primitives.cuh"
+#include "kernels/input_proj.cuh"
 #include "kernels/operand.cuh"
 
 namespace fastlstm::cuda::detail {
@@ -61,52 +64,80 @@ __device__ inline float outer_value(const OuterParams& p, int m, int k) {
   return p.h0 != nullptr ? p.h0[(static_cast<std::int64_t>(p.d) * p.B + b) * p.K + k] : 0.0f;
 }
 
-// The two products below run on one register tiling: a block computes a 64 x 64 tile of outputs, each thread
-// 4 x 4 of them, and the reduction runs in slices of 16 through shared memory, in ascending order. Every output
-// is one thread's FMA chain over the whole reduction in order, so the result does not depend on the tiling.
+// The block's 64 x 64 output tile, accumulated over reduction slices of 16 held in shared memory as
+// as[q][row] and bs[q][col] (values already in the operand format). fp32: thread tid owns rows
+// 4 (tid / 16) + i and columns 4 (tid % 16) + j (i, j < 4), one FMA chain each. tf32 / bf16 / fp16: the input
+// projection's tensor-core tiling (warp w owns rows 32 (w / 4) + 32 and columns 16 (w % 4) + 16, 2 x 2 mma
+// tiles of 16 x 8, input_proj.cuh's proj_mma_k16). Either way each output's sum runs over the slices in order.
 constexpr int kGradTile = 64, kGradSlice = 16;
+static_assert(kGradTile == kProjBM && kGradTile == kProjBN && kGradSlice == kProjBK, "one shared-memory tile shape");
+using GradSlice = float[kGradSlice][kGradTile + 4];
 
-// acc[i][j] += sum over the slice of as[s][row i] * bs[s][col j] for this thread's rows and columns.
-__device__ inline void grad_tile_slice(const float (&as)[kGradSlice][kGradTile + 4],
-                                       const float (&bs)[kGradSlice][kGradTile + 4], int r0, int c0,
-                                       float (&acc)[4][4]) {
-  for (int q = 0; q < kGradSlice; ++q) {
-    float a[4], b[4];
-    for (int i = 0; i < 4; ++i) a[i] = as[q][r0 + i];
-    for (int j = 0; j < 4; ++j) b[j] = bs[q][c0 + j];
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
-  }
-}
+template <Operand Op>
+struct GradTile {
+  float acc[4][4] = {};  // fp32: [i][j]; tensor cores: [2 mi + ni] is mma tile (mi, ni)'s accumulator fragment
 
-// A template only for its linkage: included by several translation units, one definition each.
-template <int = 0>
-__global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p) {
-  __shared__ float as[kGradSlice][kGradTile + 4];  // dz[m][n0 + .]
-  __shared__ float bs[kGradSlice][kGradTile + 4];  // v_m[k0 + .]
-  const int tid = static_cast<int>(threadIdx.x);
-  const int n0 = static_cast<int>(blockIdx.y) * kGradTile, k0 = static_cast<int>(blockIdx.x) * kGradTile;
-  const int r0 = (tid / 16) * 4, c0 = (tid % 16) * 4;
-  float acc[4][4] = {};
-  for (int m0 = 0; m0 < p.M; m0 += kGradSlice) {
-    for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
-      const int q = e / kGradTile, c = e - q * kGradTile, m = m0 + q;
-      as[q][c] = m < p.M && n0 + c < p.N ? p.dz[m * p.ldz + p.a_off + n0 + c] : 0.0f;
-      bs[q][c] = m < p.M && k0 + c < p.K ? outer_value(p, m, k0 + c) : 0.0f;
-    }
-    __syncthreads();
-    grad_tile_slice(as, bs, r0, c0, acc);
-    __syncthreads();
-  }
-  for (int i = 0; i < 4; ++i) {
-    for (int j = 0; j < 4; ++j) {
-      const int n = n0 + r0 + i, k = k0 + c0 + j;
-      if (n < p.N && k < p.K) {
-        p.out[static_cast<std::int64_t>(n) * p.K + k] = acc[i][j];
-        if (p.out2 != nullptr) p.out2[static_cast<std::int64_t>(n) * p.K + k] = acc[i][j];
+  __device__ void add_slice(const GradSlice& as, const GradSlice& bs) {
+    const int tid = static_cast<int>(threadIdx.x);
+    if constexpr (Op == Operand::kF32) {
+      const int r0 = (tid / 16) * 4, c0 = (tid % 16) * 4;
+      for (int q = 0; q < kGradSlice; ++q) {
+        float a[4], b[4];
+        for (int i = 0; i < 4; ++i) a[i] = as[q][r0 + i];
+        for (int j = 0; j < 4; ++j) b[j] = bs[q][c0 + j];
+        for (int i = 0; i < 4; ++i)
+          for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
+      }
+    } else {
+      const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+      for (int mi = 0; mi < 2; ++mi) {
+        for (int ni = 0; ni < 2; ++ni)
+          proj_mma_k16<Op>(acc[2 * mi + ni], as, bs, 32 * (warp / 4) + 16 * mi, 16 * (warp % 4) + 8 * ni, g, t);
       }
     }
   }
+
+  // f(row, col, value) for each of this thread's outputs (tile coordinates).
+  template <class F>
+  __device__ void for_each(F&& f) const {
+    const int tid = static_cast<int>(threadIdx.x);
+    if constexpr (Op == Operand::kF32) {
+      for (int e = 0; e < 16; ++e) f((tid / 16) * 4 + e / 4, (tid % 16) * 4 + e % 4, acc[e / 4][e % 4]);
+    } else {  // fragment element i of mma tile (mi, ni): row g (+8 for i >= 2), column 2t (+1 for odd i)
+      const int warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+      for (int e = 0; e < 16; ++e) {
+        const int mi = e / 8, ni = (e / 4) % 2, i = e % 4;
+        f(32 * (warp / 4) + 16 * mi + g + 8 * (i >> 1), 16 * (warp % 4) + 8 * ni + 2 * t + (i & 1), acc[e / 4][i]);
+      }
+    }
+  }
+};
+
+template <Operand Op>
+__global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p) {
+  using Tr = OperandTraits<Op>;
+  __shared__ GradSlice as;  // dz[m0 + q][n0 + .]
+  __shared__ GradSlice bs;  // v_{m0 + q}[k0 + .]
+  const int tid = static_cast<int>(threadIdx.x);
+  const int n0 = static_cast<int>(blockIdx.y) * kGradTile, k0 = static_cast<int>(blockIdx.x) * kGradTile;
+  GradTile<Op> tile;
+  for (int m0 = 0; m0 < p.M; m0 += kGradSlice) {
+    for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
+      const int q = e / kGradTile, c = e - q * kGradTile, m = m0 + q;
+      as[q][c] = m < p.M && n0 + c < p.N ? Tr::round(p.dz[m * p.ldz + p.a_off + n0 + c]) : 0.0f;
+      bs[q][c] = m < p.M && k0 + c < p.K ? Tr::round(outer_value(p, m, k0 + c)) : 0.0f;
+    }
+    __syncthreads();
+    tile.add_slice(as, bs);
+    __syncthreads();
+  }
+  tile.for_each([&](int r, int c, float v) {
+    const int n = n0 + r, k = k0 + c;
+    if (n < p.N && k < p.K) {
+      p.out[static_cast<std::int64_t>(n) * p.K + k] = v;
+      if (p.out2 != nullptr) p.out2[static_cast<std::int64_t>(n) * p.K + k] = v;
+    }
+  });
 }
 
 // The tiles of an [N, K] (outer) or [M, K] (input) product.
@@ -172,32 +203,29 @@ struct InputGradParams {
 
 template <Operand Op>
 __global__ void __launch_bounds__(kGradThreads) input_grad_kernel(InputGradParams<Op> p) {
-  __shared__ float as[kGradSlice][kGradTile + 4];  // dz[m0 + .][n]
-  __shared__ float bs[kGradSlice][kGradTile + 4];  // W[n][i0 + .]
+  using Tr = OperandTraits<Op>;
+  __shared__ GradSlice as;  // dz[m0 + .][n0 + q]
+  __shared__ GradSlice bs;  // W[n0 + q][i0 + .]
   const int tid = static_cast<int>(threadIdx.x);
   const int m0 = static_cast<int>(blockIdx.y) * kGradTile, i0 = static_cast<int>(blockIdx.x) * kGradTile;
-  const int r0 = (tid / 16) * 4, c0 = (tid % 16) * 4;
-  float acc[4][4] = {};
+  GradTile<Op> tile;
   for (int n0 = 0; n0 < p.N; n0 += kGradSlice) {
     for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
       const int q = e / kGradTile, c = e - q * kGradTile, n = n0 + q;
-      as[q][c] = n < p.N && m0 + c < p.M ? p.dz[static_cast<std::int64_t>(m0 + c) * p.N + n] : 0.0f;
-      bs[q][c] =
-          n < p.N && i0 + c < p.K ? OperandTraits<Op>::load(p.w[static_cast<std::int64_t>(n) * p.K + i0 + c]) : 0.0f;
+      as[q][c] = n < p.N && m0 + c < p.M ? Tr::round(p.dz[static_cast<std::int64_t>(m0 + c) * p.N + n]) : 0.0f;
+      bs[q][c] = n < p.N && i0 + c < p.K ? Tr::load(p.w[static_cast<std::int64_t>(n) * p.K + i0 + c]) : 0.0f;
     }
     __syncthreads();
-    grad_tile_slice(as, bs, r0, c0, acc);
+    tile.add_slice(as, bs);
     __syncthreads();
   }
-  for (int i = 0; i < 4; ++i) {
-    const int m = m0 + r0 + i;
-    if (m >= p.M) continue;
-    const int t = m / p.B, b = m - t * p.B;
-    for (int j = 0; j < 4; ++j) {
-      const int k = i0 + c0 + j;
-      if (k < p.K) p.dx[t * p.dx_st + b * p.dx_sb + k] = acc[i][j];
+  tile.for_each([&](int r, int c, float v) {
+    const int m = m0 + r, k = i0 + c;
+    if (m < p.M && k < p.K) {
+      const int t = m / p.B, b = m - t * p.B;
+      p.dx[t * p.dx_st + b * p.dx_sb + k] = v;
     }
-  }
+  });
 }
 
 // One thread per output element, kGradThreads to a block.

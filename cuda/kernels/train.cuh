@@ -222,7 +222,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
     // Runs op per direction d (its dz columns from d * a_per_d) into field `out` of d's gradients, and into
     // `out2` as well when given (b_hh beside b_ih); a null field is skipped.
     using Field = void* GradPointers::*;
-    const auto per_direction = [&](std::int64_t a_per_d, Field out, Field out2) {
+    const auto per_direction = [&](std::int64_t a_per_d, Field out, Field out2, auto kernel) {
       for (int d = 0; d < D; ++d) {
         float* a = static_cast<float*>(gk[d].*out);
         float* b = out2 != nullptr ? static_cast<float*>(gk[d].*out2) : nullptr;
@@ -232,7 +232,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
         op.a_off = d * a_per_d;
         op.out = a;
         op.out2 = b;
-        exec(grad_tile_plan(op.N, op.K), outer_grad_kernel<>, op);
+        exec(grad_tile_plan(op.N, op.K), kernel, op);
       }
     };
     op.N = static_cast<int>(G);
@@ -248,11 +248,11 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.x_sb = inter_sb;
       op.x_mask = save[k - 1].mask;
     }
-    per_direction(G, &GradPointers::w_ih, nullptr);
+    per_direction(G, &GradPointers::w_ih, nullptr, outer_grad_kernel<Op>);
     if (s.bias) {  // db, into b_ih and b_hh alike
       op.K = 1;
       op.rows = OuterRows::kOnes;
-      per_direction(G, &GradPointers::b_ih, &GradPointers::b_hh);
+      per_direction(G, &GradPointers::b_ih, &GradPointers::b_hh, outer_grad_kernel<Operand::kF32>);
     }
     op.K = R;
     op.rows = OuterRows::kHprev;
@@ -261,7 +261,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
     op.x_sb = k == L - 1 ? io.fwd.y_sb : inter_sb;
     op.x_mask = nullptr;  // h_{t-1} is the layer's own output, before any dropout
     op.h0 = io.fwd.h0 != nullptr ? io.fwd.h0 + k * layer_h : nullptr;
-    per_direction(G, &GradPointers::w_hh, nullptr);
+    per_direction(G, &GradPointers::w_hh, nullptr, outer_grad_kernel<Op>);
     if (P > 0) {  // dW_hr = sum dr_t m_t^T
       op.dz = dr;
       op.ldz = static_cast<std::int64_t>(D) * P;
@@ -271,7 +271,7 @@ void train_backward(Exec& exec, const DeviceLimits& dev, const ModelShape& s, co
       op.gates = save[k].gates;
       op.c = save[k].c;
       op.ldg = ldg;
-      per_direction(P, &GradPointers::w_hr, nullptr);
+      per_direction(P, &GradPointers::w_hr, nullptr, outer_grad_kernel<Op>);
     }
     for (int d = 0; d < D && s.peephole; ++d) {
       PeepGradParams pp{T,

@@ -236,8 +236,8 @@ EMU_TEST(train_f32_matches_float64) {
   }
 }
 
-// Operand rounding in the forward's products and the backward's dh = dz W_hh: tf32 and f16 keep 10 mantissa
-// bits, bf16 7; the weight gradients' products are fp32.
+// Operand rounding in the forward's products, the backward's dh = dz W_hh and the weight and input gradients
+// (tensor-core tiles): tf32 and f16 keep 10 mantissa bits, bf16 7; db and the peepholes' gradients are fp32.
 EMU_TEST(train_low_precision_matches_float64) {
   if (emu::detail::kTsan) return;
   std::uint64_t seed = 100;

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastlstm
-from fastlstm import _runtime, reference
+from fastlstm import _core, _runtime, reference
 from test_engine import CASES, DTYPES, _inputs
 from tolerance import assert_close_to_reference
 
@@ -127,6 +127,36 @@ def test_gradients_are_bitwise_reproducible(rng, threads):
         dx0, g0 = first.setdefault(isa, (dx, g))
         assert np.array_equal(dx, dx0), (isa, n)
         assert all(np.array_equal(g[k], g0[k]) for k in g0), (isa, n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opts", [dict(num_layers=2, bidirectional=True, peephole=True, dropout=0.3),
+                                  dict(proj_size=11)])
+def test_cache_blocking_keeps_every_bit(isa, rng, threads, dtype, opts):
+    """The cache model only changes how the products are blocked (backward's dh = dz W_hh and dx = dz W_ih in k
+    and row slices once the weights outgrow half of L2): a tiny L2 forces the blocking at test sizes, with k
+    slices that end inside the packed gate rows and row chunks that end inside a batch, and the gradients keep
+    every bit, for 1 and 2 threads, with dropout masks on the layer input's gradient."""
+    from fastlstm import functional as F
+
+    m = fastlstm.LSTM(13, 37, dtype=dtype, seed=5, **opts)
+    w = F.pack(m.config, m.state_dict(), dtype=dtype, training=True)
+    x, state, lens = _inputs(m, rng, 9, 7, hx=True, lengths=True, dtype=dtype)
+    masks = m.config.dropout_masks(9, 7, dtype, rng)
+    dy = rng.standard_normal(m(x, state)[0].shape).astype(dtype)
+    runs = []
+    try:
+        for l2 in (0, 4096, 0, 9000):
+            _core.set_l2_cache_bytes(l2)
+            for n in (1, 2):
+                fastlstm.set_num_threads(n)
+                _, _, tape = F.forward(w, x, state, lengths=lens, train=True, dropout_masks=masks)
+                dx, (dh0, dc0), grads = F.backward(tape, dy)
+                runs.append((l2, n, [dx, dh0, dc0, *grads.values()]))
+    finally:
+        _core.set_l2_cache_bytes(0)
+    for l2, n, got in runs:
+        assert all(np.array_equal(a, b) for a, b in zip(got, runs[0][2], strict=True)), (l2, n)
 
 
 def test_saved_state_budget(isa):

@@ -275,6 +275,7 @@ py::dict cpu_info() {
   d["built_isas"] = built;
   d["supported_isas"] = supported;
   d["best_isa"] = cpu::isa_name(cpu::isa_best());
+  d["l2_cache_bytes"] = cpu::l2_cache_bytes();
   d["features"] = features;
   d["families"] = cpu::describe_families();
   return d;
@@ -353,6 +354,9 @@ void bind_cpu(py::module_& m) {
       "read all).");
   m.def("get_num_threads", &cpu::default_num_threads);
   m.def("set_num_threads", &cpu::set_default_num_threads, py::arg("n"));
+  m.def("l2_cache_bytes", &cpu::l2_cache_bytes, "The L2 size the kernels' cache blocking is sized by.");
+  m.def("set_l2_cache_bytes", &cpu::set_l2_cache_bytes, py::arg("bytes"),
+        "Overrides the L2 size of the cache blocking (0: the OS's value again); results do not depend on it.");
 }
 
 }  // namespace fastlstm::bindings

@@ -2,11 +2,14 @@
 // the weight gradients and the layer input's gradient over the whole team; finally the packed, transposed
 // gradients back to the user's layouts.
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "cpu/packed.h"
+#include "fastlstm/isa.h"
 
 namespace fastlstm::cpu {
 namespace {
@@ -97,9 +100,26 @@ struct BackCall {
 
   std::int64_t row(int t, int r) const { return static_cast<std::int64_t>(t) * B + r; }
 
+  // The k slice of the recurrence's dh = dz W_hh for a direction on `threads` threads: 0 (one pass per row tile)
+  // while a thread's columns of W_hh^T fit half this core's L2, else the k of four panels (one register tile's
+  // width) in a quarter of it. Either way the same bits (recurrence_bwd-inl.h).
+  int dh_k_slice(int threads) const { return k_slice(h_ld, threads, 1); }
+  // The same for a product over `width` columns split among `threads`, with `directions` weight matrices.
+  int k_slice(std::int64_t width, int threads, int directions) const {
+    const std::size_t l2 = l2_cache_bytes(), vec = static_cast<std::size_t>(m.units) * sizeof(T);
+    const std::size_t K = static_cast<std::size_t>(m.gates) * c_ld, cols = (width + threads - 1) / threads;
+    if (cols * K * sizeof(T) * directions <= l2 / 2) return 0;
+    return static_cast<int>(std::max<std::size_t>(l2 / 4 / (4 * vec), 64));
+  }
+
   static void team_main(void* ctx, int tid, int n) { static_cast<BackCall*>(ctx)->member(tid, n); }
+  static double now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  double ph[4] = {0, 0, 0, 0};
   void member(int tid, int n) {
     void* scratch = gt[0].work[tid];  // this thread's, used by each phase in turn
+    double t0 = now();
     if (team.groups == 2) {
       const int g = team.group_of(tid);
       kernels.run_backward(bt[g], team.group_tid(tid), team.group_size(g), scratch);
@@ -107,8 +127,16 @@ struct BackCall {
       for (int d = 0; d < D; ++d) kernels.run_backward(bt[d], tid, n, scratch);
     }
     team.team.wait();  // every direction's dz is complete
+    double t1 = now();
     for (int d = 0; d < D; ++d) kernels.run_grads(gt[d], tid, n);
+    double t2 = now();
     kernels.run_dx(dxt, tid, n, scratch);
+    double t3 = now();
+    if (tid == 0) {
+      ph[0] += t1 - t0;
+      ph[1] += t2 - t1;
+      ph[2] += t3 - t2;
+    }
   }
 
   void run() {
@@ -185,6 +213,7 @@ struct BackCall {
         b.peep = m.at(o.peep);
         b.h_ld = h_ld;
         b.c_ld = c_ld;
+        b.k_slice = dh_k_slice(team.group_size(team.groups == 2 ? d : 0));
         b.barrier = team.barrier_of(d);
 
         // Row lists of the weight gradients: every live (t, r), t ascending then r.
@@ -256,11 +285,20 @@ struct BackCall {
       }
       dxt.dx_rows = dx_r;
       dxt.mask_rows = masked ? mk_r : nullptr;
+      dxt.k_slice = k_slice(width, n, D);  // rows in chunks whose slice of dz takes another quarter of L2
+      dxt.m_slice = dxt.k_slice > 0
+                        ? static_cast<int>(std::max<std::size_t>(
+                              l2_cache_bytes() / 4 / (static_cast<std::size_t>(dxt.k_slice) * sizeof(T)), 16))
+                        : 0;
 
       lease.run(&BackCall::team_main, this);
-
+      double u0 = now();
       for (int d = 0; d < D; ++d) unpack(k, d, ws.at<T>(plan.dir[d].dh), ws.at<T>(plan.dir[d].dc), gt[d]);
+      ph[3] += now() - u0;
     }
+    if (std::getenv("FL_PHASES"))
+      std::fprintf(stderr, "rec %.3f grads %.3f dx %.3f unpack %.3f ms\n", ph[0] * 1e3, ph[1] * 1e3, ph[2] * 1e3,
+                   ph[3] * 1e3);
   }
 
   // dst[gate * H + j][c] = src[c][packed row of (gate, j)] for c < width: a packed, transposed weight

@@ -75,6 +75,7 @@ struct BackTask {
   void* dh_save = nullptr;   // [steps][B][h_ld] out: dh_t (P > 0), for dW_hr
   const void *w_hh_t = nullptr, *w_hr = nullptr, *w_hr_t = nullptr, *peep = nullptr;  // packed
   std::int64_t h_ld = 0, c_ld = 0;
+  int k_slice = 0;  // dh = dz W_hh in slices of k this long (0: one pass per row tile; see dh_k_slice)
   Barrier* barrier = nullptr;
 };
 
@@ -108,6 +109,7 @@ struct DxTask {
   void* const* dx_rows = nullptr;                      // [M] -> [I] out
   const void* const* mask_rows = nullptr;              // [M] -> [I] or null
   const void* w_ih_t[2] = {nullptr, nullptr};          // packed [ceil(I/U)][K][U]
+  int k_slice = 0, m_slice = 0;  // the native product in blocks of k and rows this long (0: one pass per row tile)
 };
 
 // The kernels of one cell in one family. Thread `tid` of `nthreads`: the direction's group for run_direction

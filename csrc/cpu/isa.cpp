@@ -2,6 +2,9 @@
 // Compiled with the baseline flags, so it runs on any x86-64 (or any CPU at all, elsewhere).
 #include "fastlstm/isa.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstring>
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -147,5 +150,23 @@ Isa isa_best() {
   }
   return Isa::kScalar;
 }
+
+namespace {
+std::atomic<unsigned long> l2_override{0};
+}  // namespace
+
+unsigned long l2_cache_bytes() {
+  static const unsigned long os_bytes = [] {
+    long n = -1;
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    n = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return n > 0 ? static_cast<unsigned long>(n) : 512ul * 1024;
+  }();
+  const unsigned long set = l2_override.load(std::memory_order_relaxed);
+  return set != 0 ? set : os_bytes;
+}
+
+void set_l2_cache_bytes(unsigned long bytes) { l2_override.store(bytes, std::memory_order_relaxed); }
 
 }  // namespace fastlstm::cpu

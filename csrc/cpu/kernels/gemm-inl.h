@@ -40,12 +40,22 @@ inline void tile(int K, const typename V::T* const* a, const typename V::T* cons
   }
 }
 
-// For column blocks b in [b0, b1): acc = sum_k a[r][k] * panel_b[k][0 .. N) with panel_b = panels + b * panel_elems
-// ([K][N] each), then emit(r, b, acc) for each of the MR rows. Four blocks share a tile where they can, so a
-// tile keeps 4 * MR independent FMA chains in flight. The single-vector GEMM of projections and of backward.
-template <class V, int MR, class Emit>
+// The accumulators' start of a product from scratch.
+struct FromZero {
+  template <class R>
+  R operator()(int, int, R zero) const {
+    return zero;
+  }
+};
+
+// For column blocks b in [b0, b1): acc = init(r, b) + sum_k a[r][k] * panel_b[k][0 .. N) with
+// panel_b = panels + b * panel_elems ([K][N] each), then emit(r, b, acc) for each of the MR rows. init(r, b, zero)
+// gives the start of each chain (a product taken in slices of k resumes from the partial sums it stored: the
+// same chain, the same bits). Four blocks share a tile where they can, so a tile keeps 4 * MR independent FMA
+// chains in flight. The single-vector GEMM of projections and of backward.
+template <class V, int MR, class Emit, class Init = FromZero>
 inline void panel_products(int K, const typename V::T* const* a, const typename V::T* panels, std::int64_t panel_elems,
-                           int b0, int b1, Emit emit) {
+                           int b0, int b1, Emit emit, Init init = {}) {
   using R = typename V::R;
   int b = b0;
   auto run = [&](auto nblk) {
@@ -54,7 +64,7 @@ inline void panel_products(int K, const typename V::T* const* a, const typename 
     const typename V::T* w[NB];
     for (int j = 0; j < NB; ++j) {
       w[j] = panels + static_cast<std::int64_t>(b + j) * panel_elems;
-      for (int r = 0; r < MR; ++r) acc[r][j] = V::zero();
+      for (int r = 0; r < MR; ++r) acc[r][j] = init(r, b + j, V::zero());
     }
     tile<V, MR, NB, 1>(K, a, w, acc);
     for (int j = 0; j < NB; ++j)

@@ -209,9 +209,60 @@ struct Dx {
     for (; ib < ib_end; ++ib) rows<MR, 1>(a, scales, m0, ib);
   }
 
+  // The native policy when my columns of W_ih^T outgrow L2 (tk.k_slice > 0): rows in chunks of m_slice, then per
+  // direction k in slices whose panels stay in L2 while the chunk's row tiles pass over them, columns in groups
+  // of four panels. Partial sums wait in dx, so each element is still one FMA chain in the order of rows<>
+  // (direction 0 over k, then direction 1): the same bits; the mask is applied with the last slice.
+  template <int MR>
+  void slice(int m0, int d, int k0, int kn, int b0, int b1, bool first, bool last) {
+    const T* a[MR];
+    for (int r = 0; r < MR; ++r) a[r] = static_cast<const T*>(tk.dz_rows[d][m0 + r]) + k0;
+    const auto out = [&](int r, int b, int* count) {
+      const int c0 = b * N;
+      *count = tk.I - c0 < N ? tk.I - c0 : N;
+      return static_cast<T*>(tk.dx_rows[m0 + r]) + c0;
+    };
+    panel_products<V, MR>(
+        kn, a, static_cast<const T*>(tk.w_ih_t[d]) + static_cast<std::int64_t>(k0) * N, tk.K * N, b0, b1,
+        [&](int r, int b, R v) {
+          int count;
+          T* dst = out(r, b, &count);
+          if (last && tk.mask_rows)
+            v = V::mul(v, load_partial<V>(static_cast<const T*>(tk.mask_rows[m0 + r]) + b * N, count));
+          store_partial<V>(dst, v, count);
+        },
+        [&](int r, int b, R zero) {
+          int count;
+          const T* src = out(r, b, &count);
+          return first ? zero : load_partial<V>(src, count);
+        });
+  }
+
+  void blocked(int ib_begin, int ib_end) {
+    const int K = static_cast<int>(tk.K), kc = tk.k_slice, mc = (tk.m_slice > V::MR ? tk.m_slice / V::MR : 1) * V::MR;
+    for (int m0 = 0; m0 < tk.M; m0 += mc) {
+      const int mn = tk.M - m0 < mc ? tk.M - m0 : mc;
+      for (int d = 0; d < tk.D; ++d) {
+        for (int k0 = 0; k0 < K; k0 += kc) {
+          const int kn = K - k0 < kc ? K - k0 : kc;
+          const bool first = d == 0 && k0 == 0, last = d == tk.D - 1 && k0 + kn == K;
+          for (int b0 = ib_begin; b0 < ib_end; b0 += 4) {
+            const int b1 = ib_end - b0 < 4 ? ib_end : b0 + 4;
+            over_rows<V>(mn, [&](auto mr, int r0) {
+              this->template slice<decltype(mr)::value>(m0 + r0, d, k0, kn, b0, b1, first, last);
+            });
+          }
+        }
+      }
+    }
+  }
+
   void run(int tid, int nthreads) {
     int ib_begin, ib_end;
     split_range((tk.I + N - 1) / N, tid, nthreads, &ib_begin, &ib_end);
+    if constexpr (!O::kConvert) {
+      if (tk.k_slice > 0) return blocked(ib_begin, ib_end);
+    }
     over_rows<V>(tk.M, [&](auto mr, int m0) { this->template rows_all<decltype(mr)::value>(m0, ib_begin, ib_end); });
   }
 };

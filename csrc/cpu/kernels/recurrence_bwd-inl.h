@@ -138,6 +138,34 @@ struct Backward {
                        [&](int r, int ob, R v) { V::store(dh + (r0 + r) * tk.h_ld + ob * N, v); });
   }
 
+  // The native policy's dh = dz_t W_hh when my W_hh^T outgrows L2 (tk.k_slice > 0), blocked for the caches: my
+  // columns in groups of four panels (one tile's width) and k in slices whose panels stay in L2 while every row
+  // tile of the step passes over them (one pass per row tile would stream my W_hh^T from L3 once per MR rows).
+  // Between slices the partial sums wait in dh (my columns only), so each element is still one FMA chain in k
+  // order: the same bits as one pass.
+  template <int MR>
+  void dh_slice(int t, int r0, int k0, int kn, int b0, int b1) {
+    const int K = static_cast<int>(NG * tk.c_ld);
+    const T* a[MR];
+    for (int r = 0; r < MR; ++r) a[r] = dz_row(t, r0 + r) + k0;
+    T* dh = static_cast<T*>(tk.dh) + r0 * tk.h_ld;
+    panel_products<V, MR>(
+        kn, a, static_cast<const T*>(tk.w_hh_t) + static_cast<std::int64_t>(k0) * N, static_cast<std::int64_t>(K) * N,
+        b0, b1, [&](int r, int ob, R v) { V::store(dh + r * tk.h_ld + ob * N, v); },
+        [&](int r, int ob, R zero) { return k0 == 0 ? zero : V::load(dh + r * tk.h_ld + ob * N); });
+  }
+  void dh_blocked(int t, int n) {
+    const int K = static_cast<int>(NG * tk.c_ld);
+    const int kc = tk.k_slice;
+    for (int k0 = 0; k0 < K; k0 += kc) {
+      const int kn = K - k0 < kc ? K - k0 : kc;
+      for (int b0 = ob_begin; b0 < ob_end; b0 += 4) {
+        const int b1 = ob_end - b0 < 4 ? ob_end : b0 + 4;
+        over_rows<V>(n, [&](auto mr, int r0) { this->template dh_slice<decltype(mr)::value>(t, r0, k0, kn, b0, b1); });
+      }
+    }
+  }
+
   void run() {
     recompute_h();
     barrier_wait(tk.barrier);  // hall complete
@@ -150,6 +178,12 @@ struct Backward {
       }
       pointwise(t);
       barrier_wait(tk.barrier);  // dz_t complete on every unit
+      if constexpr (!O::kConvert) {
+        if (tk.k_slice > 0) {
+          dh_blocked(t, n);
+          continue;
+        }
+      }
       over_rows<V>(n, [&](auto mr, int r0) { this->template dh_rows<decltype(mr)::value>(t, r0); });
     }
     barrier_wait(tk.barrier);

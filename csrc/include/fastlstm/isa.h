@@ -29,4 +29,10 @@ const char* cpu_feature_name(CpuFeature f);
 // This CPU has it and the OS saves the registers it uses.
 bool cpu_has(CpuFeature f);
 
+// The size of one core's L2 cache in bytes that the kernels' cache blocking is sized by: as the OS reports it
+// (512 KiB when it does not), or as set_l2_cache_bytes set it (0: the OS's value again). Results do not depend
+// on it (the blocking keeps every sum's order): the setter is for tests and tuning.
+unsigned long l2_cache_bytes();
+void set_l2_cache_bytes(unsigned long bytes);
+
 }  // namespace fastlstm::cpu

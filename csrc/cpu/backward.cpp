@@ -2,8 +2,6 @@
 // the weight gradients and the layer input's gradient over the whole team; finally the packed, transposed
 // gradients back to the user's layouts.
 #include <algorithm>
-#include <chrono>
-#include <cstdio>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -113,13 +111,8 @@ struct BackCall {
   }
 
   static void team_main(void* ctx, int tid, int n) { static_cast<BackCall*>(ctx)->member(tid, n); }
-  static double now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  }
-  double ph[4] = {0, 0, 0, 0};
   void member(int tid, int n) {
     void* scratch = gt[0].work[tid];  // this thread's, used by each phase in turn
-    double t0 = now();
     if (team.groups == 2) {
       const int g = team.group_of(tid);
       kernels.run_backward(bt[g], team.group_tid(tid), team.group_size(g), scratch);
@@ -127,16 +120,8 @@ struct BackCall {
       for (int d = 0; d < D; ++d) kernels.run_backward(bt[d], tid, n, scratch);
     }
     team.team.wait();  // every direction's dz is complete
-    double t1 = now();
     for (int d = 0; d < D; ++d) kernels.run_grads(gt[d], tid, n);
-    double t2 = now();
     kernels.run_dx(dxt, tid, n, scratch);
-    double t3 = now();
-    if (tid == 0) {
-      ph[0] += t1 - t0;
-      ph[1] += t2 - t1;
-      ph[2] += t3 - t2;
-    }
   }
 
   void run() {
@@ -292,13 +277,8 @@ struct BackCall {
                         : 0;
 
       lease.run(&BackCall::team_main, this);
-      double u0 = now();
       for (int d = 0; d < D; ++d) unpack(k, d, ws.at<T>(plan.dir[d].dh), ws.at<T>(plan.dir[d].dc), gt[d]);
-      ph[3] += now() - u0;
     }
-    if (std::getenv("FL_PHASES"))
-      std::fprintf(stderr, "rec %.3f grads %.3f dx %.3f unpack %.3f ms\n", ph[0] * 1e3, ph[1] * 1e3, ph[2] * 1e3,
-                   ph[3] * 1e3);
   }
 
   // dst[gate * H + j][c] = src[c][packed row of (gate, j)] for c < width: a packed, transposed weight

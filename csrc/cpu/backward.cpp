@@ -1,6 +1,6 @@
 // The backward driver: per layer from the top, the recurrence of each direction (on its thread group), then
-// the weight gradients and the layer input's gradient over the whole team; finally the packed, transposed
-// gradients back to the user's layouts.
+// the weight gradients and the layer input's gradient over the whole team, and the packed, transposed
+// gradients back to the user's layouts, also over the team.
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
@@ -78,6 +78,8 @@ struct BackCall {
   BackTask bt[2];
   GradTask gt[2];
   DxTask dxt;
+  int layer = 0;                             // the layer the team works on
+  const T *dh_end[2] = {}, *dc_end[2] = {};  // its directions' dh, dc after the first step
 
   BackCall(const PackedModel& model, const TrainState& state, const BackwardArgs& args)
       : a(args),
@@ -122,6 +124,8 @@ struct BackCall {
     team.team.wait();  // every direction's dz is complete
     for (int d = 0; d < D; ++d) kernels.run_grads(gt[d], tid, n);
     kernels.run_dx(dxt, tid, n, scratch);
+    team.team.wait();  // every weight gradient is complete
+    for (int d = 0; d < D; ++d) unpack(d, tid, n);
   }
 
   void run() {
@@ -276,48 +280,56 @@ struct BackCall {
                               l2_cache_bytes() / 4 / (static_cast<std::size_t>(dxt.k_slice) * sizeof(T)), 16))
                         : 0;
 
+      layer = k;
+      for (int d = 0; d < D; ++d) {
+        dh_end[d] = ws.at<T>(plan.dir[d].dh);
+        dc_end[d] = ws.at<T>(plan.dir[d].dc);
+      }
       lease.run(&BackCall::team_main, this);
-      for (int d = 0; d < D; ++d) unpack(k, d, ws.at<T>(plan.dir[d].dh), ws.at<T>(plan.dir[d].dc), gt[d]);
     }
   }
 
-  // dst[gate * H + j][c] = src[c][packed row of (gate, j)] for c < width: a packed, transposed weight
-  // gradient [width][G * c_ld] back to torch's (G*H, width). Source rows are G * c_ld apart (a power of two
-  // times 16 bytes: straight column reads would fight over a few cache sets), so it goes through tiles of
-  // one unit block by 64 columns, read and written a cache line at a time.
-  void unpack_transposed(const T* src, int width, T* dst) const {
+  // dst[gate * H + j][c] = src[c][packed row of (gate, j)] for c < width, for items [i0, i1) of the
+  // (gate, unit block) pairs: a packed, transposed weight gradient [width][G * c_ld] back to torch's
+  // (G*H, width). Source rows are G * c_ld apart (a power of two times 16 bytes: straight column reads would
+  // fight over a few cache sets), so it goes through tiles of one unit block by 64 columns, read and written a
+  // cache line at a time.
+  void unpack_transposed(const T* src, int width, T* dst, int i0, int i1) const {
     constexpr int kCols = 64;
-    const int U = m.units, G = m.gates;
+    const int U = m.units, G = m.gates, blocks = (H + U - 1) / U;
     T tile[kCols][64];  // [column][unit]; U <= 64
-    for (int gate = 0; gate < G; ++gate) {
-      for (int j0 = 0; j0 < H; j0 += U) {
-        const int count = std::min(U, H - j0);
-        const T* s = src + static_cast<std::int64_t>((j0 / U) * G + gate) * U;
-        for (int c0 = 0; c0 < width; c0 += kCols) {
-          const int cw = std::min(kCols, width - c0);
-          for (int c = 0; c < cw; ++c)
-            std::memcpy(tile[c], s + static_cast<std::int64_t>(c0 + c) * G * c_ld, sizeof(T) * count);
-          for (int u = 0; u < count; ++u) {
-            T* row = dst + static_cast<std::int64_t>(gate * H + j0 + u) * width + c0;
-            for (int c = 0; c < cw; ++c) row[c] = tile[c][u];
-          }
+    for (int i = i0; i < i1; ++i) {
+      const int gate = i / blocks, j0 = (i % blocks) * U, count = std::min(U, H - j0);
+      const T* s = src + static_cast<std::int64_t>((j0 / U) * G + gate) * U;
+      for (int c0 = 0; c0 < width; c0 += kCols) {
+        const int cw = std::min(kCols, width - c0);
+        for (int c = 0; c < cw; ++c)
+          std::memcpy(tile[c], s + static_cast<std::int64_t>(c0 + c) * G * c_ld, sizeof(T) * count);
+        for (int u = 0; u < count; ++u) {
+          T* row = dst + static_cast<std::int64_t>(gate * H + j0 + u) * width + c0;
+          for (int c = 0; c < cw; ++c) row[c] = tile[c][u];
         }
       }
     }
   }
 
-  // dh0, dc0 to the user's rows; the packed, transposed gradients to the user's layouts.
-  void unpack(int k, int d, const T* dh, const T* dc, const GradTask& g) {
-    const int ld = k * D + d, U = m.units, G = m.gates, width = st.shape.layer_input(k);
+  // Member tid's share of direction d's results in the user's layouts: the two large transposed gradients
+  // split by (gate, unit block); dh0, dc0, biases, peepholes and W_hr by the last member.
+  void unpack(int d, int tid, int n) {
+    const int ld = layer * D + d, U = m.units, G = m.gates, width = st.shape.layer_input(layer);
+    const GradTask& g = gt[d];
+    const GradPointers& out = a.grads[ld];
+    int i0, i1;
+    split_range(G * ((H + U - 1) / U), tid, n, &i0, &i1);
+    unpack_transposed(static_cast<const T*>(g.gw_ih_t), width, static_cast<T*>(out.w_ih), i0, i1);
+    unpack_transposed(static_cast<const T*>(g.gw_hh_t), Hout, static_cast<T*>(out.w_hh), i0, i1);
+    if (tid != n - 1) return;
     for (int r = 0; r < B; ++r) {
       const std::size_t dst = static_cast<std::size_t>(ld) * B + order.user_row(r);
-      std::memcpy(static_cast<T*>(a.dh0) + dst * Hout, dh + r * h_ld, sizeof(T) * Hout);
-      std::memcpy(static_cast<T*>(a.dc0) + dst * H, dc + r * c_ld, sizeof(T) * H);
+      std::memcpy(static_cast<T*>(a.dh0) + dst * Hout, dh_end[d] + r * h_ld, sizeof(T) * Hout);
+      std::memcpy(static_cast<T*>(a.dc0) + dst * H, dc_end[d] + r * c_ld, sizeof(T) * H);
     }
-    const GradPointers& out = a.grads[ld];
     const T* gb = static_cast<const T*>(g.gb);
-    unpack_transposed(static_cast<const T*>(g.gw_ih_t), width, static_cast<T*>(out.w_ih));
-    unpack_transposed(static_cast<const T*>(g.gw_hh_t), Hout, static_cast<T*>(out.w_hh));
     for (int gate = 0; gate < G; ++gate) {
       for (int j = 0; j < H; ++j) {
         const std::int64_t pr = static_cast<std::int64_t>((j / U) * G + gate) * U + j % U, ur = gate * H + j;

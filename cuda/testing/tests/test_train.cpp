@@ -246,6 +246,10 @@ EMU_TEST(train_low_precision_matches_float64) {
     CHECK(check_train<cd::Operand::kBF16>(c, kSmall, 5e-2, seed++) > 1e-4);
     CHECK(check_train<cd::Operand::kF16>(c, kNoRoom, 5e-3, seed++) > 1e-5);
   }
+  // T * B = 72 positions: two row tiles of the tensor-core dx and a reduction tail in the weight gradients.
+  const Case tall{.s = shape(20, 24), .T = 9, .B = 8, .batch_first = false, .states = true, .lengths = true};
+  CHECK(check_train<cd::Operand::kBF16>(tall, kSmall, 5e-2, seed++) > 1e-4);
+  CHECK(check_train<cd::Operand::kF16>(tall, kSmall, 5e-3, seed++) > 1e-5);
 }
 
 // Bitwise the same gradients under another order of the blocks and threads.

@@ -4,6 +4,7 @@ RuntimeError instead of a crash. The device is queried inside tests only, never 
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,20 @@ pytestmark = pytest.mark.skipif(not _core.cuda_built, reason="fastlstm was built
 
 def _has_gpu() -> bool:
     return len(_core.cuda_devices()) > 0
+
+
+# The device of a FASTLSTM_CUDA=EMU build: the same engine, bindings and package on the CPU execution model
+# (tools/ci_cuda.sh runs this file on it). Its launches run on fibers, so the large cases are a GPU's.
+MODEL = "the CPU execution model"
+
+
+def _on_model() -> bool:
+    return _has_gpu() and _core.cuda_devices()[0]["name"] == MODEL
+
+
+def _skip_large_on_model(T: int, B: int, H: int) -> None:
+    if _on_model() and T * B * H > 20000:
+        pytest.skip("too large for the CPU execution model (its launches run on fibers); a GPU runs it")
 
 
 @pytest.mark.parametrize("peephole", [False, True])
@@ -96,6 +111,7 @@ def test_sequence_engine_matches_reference(index, precision):
     import fastlstm
 
     opts, T, B, I, H = SEQ_CASES[index]
+    _skip_large_on_model(T, B, H)
     params, x, runs = _seq_case(index)
     m = fastlstm.LSTM(I, H, device="cuda", precision=precision, **opts)
     m.load_state_dict(params)
@@ -147,6 +163,7 @@ def test_sequence_engine_trains_like_the_cpu_in_float64(index, precision):
     from fastlstm import functional as F
 
     opts, T, B, I, H = TRAIN_CASES[index]
+    _skip_large_on_model(T, B, H)
     rng = np.random.default_rng(index * 31 + 7)
     module = fastlstm.LSTM(I, H, seed=index, **opts)
     c, params = module.config, module.state_dict()
@@ -182,8 +199,8 @@ def test_sequence_engine_trains_like_the_cpu_in_float64(index, precision):
 
 
 def test_sequence_engine_refuses_foreign_pointers():
-    if not _has_gpu():
-        pytest.skip("no CUDA device visible")
+    if not _has_gpu() or _on_model():
+        pytest.skip("no GPU visible (on the CPU execution model every address is device memory)")
     import fastlstm
 
     m = fastlstm.LSTM(3, 5, device="cuda", seed=1)
@@ -199,6 +216,42 @@ def _torch_cuda():
     if not _has_gpu() or not torch.cuda.is_available():
         pytest.skip("no CUDA device visible to fastlstm and torch")
     return torch
+
+
+@pytest.fixture
+def dev():
+    """This machine's device arrays: torch CUDA tensors on a GPU, the execution model's on a FASTLSTM_CUDA=EMU
+    build (tests/model_arrays.py). put(numpy) -> device array; get(device array) -> numpy; owns(r): r is one."""
+    if _on_model():
+        import model_arrays
+
+        return SimpleNamespace(put=lambda a: model_arrays.ModelArray(np.ascontiguousarray(a)),
+                               get=lambda r: r.a, owns=lambda r: isinstance(r, model_arrays.ModelArray))
+    torch = _torch_cuda()
+    return SimpleNamespace(put=lambda a: torch.from_numpy(np.ascontiguousarray(a)).cuda(),
+                           get=lambda r: r.cpu().numpy(), owns=lambda r: isinstance(r, torch.Tensor) and r.is_cuda)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_dlpack_inference_gives_the_numpy_paths_bits(dev, batch_first):
+    import fastlstm
+
+    m = fastlstm.LSTM(6, 20, num_layers=2, bidirectional=True, proj_size=7, batch_first=batch_first,
+                      device="cuda", seed=4)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 6) if batch_first else (5, 3, 6)).astype(np.float32)
+    h0 = rng.standard_normal((4, 3, 7)).astype(np.float32)
+    c0 = rng.standard_normal((4, 3, 20)).astype(np.float32)
+    lens = np.array([5, 2, 4])
+    y, (h, c) = m(x, (h0, c0), lengths=lens)  # the numpy path: the reference of this test
+    got = m(dev.put(x), (dev.put(h0), dev.put(c0)), lengths=lens)
+    for r, want in zip((got[0], *got[1]), (y, h, c), strict=True):
+        assert dev.owns(r)
+        np.testing.assert_array_equal(dev.get(r), want)
+    yu, (hu, _) = m(dev.put(x[:, 0] if not batch_first else x[0]))
+    assert dev.owns(yu) and len(yu.shape) == 2 and len(hu.shape) == 2
+    with pytest.raises(ValueError, match="hx\\[0\\]"):  # a host array beside device arrays
+        m(dev.put(x), (h0, dev.put(c0)))
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -285,11 +338,10 @@ def _device_training_case(unbatched):
 
 @pytest.mark.parametrize("unbatched", [False, True])
 @pytest.mark.parametrize("masks_on_device", [False, True])
-def test_training_on_device_arrays_gives_the_numpy_paths_bits(unbatched, masks_on_device):
-    """The same kernels on the same numbers: torch tensors in (the state in a caller's reserve tensor, found
-    again by restore_tape; masks as device or numpy arrays) give bitwise the numpy path's results, on the
-    device, in torch tensors."""
-    torch = _torch_cuda()
+def test_training_on_device_arrays_gives_the_numpy_paths_bits(dev, unbatched, masks_on_device):
+    """The same kernels on the same numbers: device arrays in (the state in a caller's reserve array, found
+    again by restore_tape; masks as device or numpy arrays) give bitwise the numpy path's results, as device
+    arrays."""
     from fastlstm import functional as F
 
     module, a, masks, lengths, T, B = _device_training_case(unbatched)
@@ -298,9 +350,9 @@ def test_training_on_device_arrays_gives_the_numpy_paths_bits(unbatched, masks_o
     dx, (dh0, dc0), grads = F.backward(tape, a["dy"], a["dh_n"], a["dc_n"])
     want = {"y": y, "h_n": h_n, "c_n": c_n, "dx": dx, "dh0": dh0, "dc0": dc0, **grads}
 
-    d = {k: torch.from_numpy(v).cuda() for k, v in a.items()}
-    dmasks = [torch.from_numpy(m).cuda() for m in masks] if masks_on_device else masks
-    reserve = torch.empty(F.sizes(w, T, B, train=True)["saved"], dtype=torch.uint8, device="cuda")
+    d = {k: dev.put(v) for k, v in a.items()}
+    dmasks = [dev.put(m) for m in masks] if masks_on_device else masks
+    reserve = dev.put(np.zeros(F.sizes(w, T, B, train=True)["saved"], np.uint8))
     yd, (hd, cd), _ = F.forward(w, d["x"], (d["h0"], d["c0"]), lengths=lengths, train=True, dropout_masks=dmasks,
                                 saved=reserve)
     tape_d = F.restore_tape(w, reserve, T, B, lengths=lengths, dropout_masks=dmasks, unbatched=unbatched)
@@ -308,8 +360,8 @@ def test_training_on_device_arrays_gives_the_numpy_paths_bits(unbatched, masks_o
     got = {"y": yd, "h_n": hd, "c_n": cd, "dx": dxd, "dh0": dh0d, "dc0": dc0d, **grads_d}
     assert got.keys() == want.keys()
     for name, value in got.items():
-        assert isinstance(value, torch.Tensor) and value.is_cuda, name
-        np.testing.assert_array_equal(value.cpu().numpy(), want[name], err_msg=name)
+        assert dev.owns(value), name
+        np.testing.assert_array_equal(dev.get(value), want[name], err_msg=name)
     with pytest.raises(TypeError, match="saved"):  # the state of a device call lives in device memory
         F.restore_tape(w, np.zeros(16, np.uint8), T, B)
     with pytest.raises(ValueError, match="saved"):

@@ -3,7 +3,9 @@
 #   1. cuda/testing built twice with the host compiler against the execution model (cuda/testing/emu): plain,
 #      and with ThreadSanitizer; emu_tests runs every kernel against its float64 reference, the model's own
 #      tests and the planted bugs, each build catching them its own way (docs/cuda.md).
-#   2. The semantics probe on the model (the GPU half runs in tools/gpu_check.sh).
+#   2. The semantics probe on the model (the GPU half runs in tools/gpu_check.sh); the engine, its bindings and
+#      the package end to end on the model (tools/cuda_model_tests.sh: tests/test_cuda.py on a FASTLSTM_CUDA=EMU
+#      build).
 #   3. tools/cuda_static_check.py when nvcc is present: warnings and spills as errors, resources against
 #      the plans' budgets, SASS asserts (cuobjdump and nvdisasm from their pip packages); and the GPU tools of
 #      tools/gpu_check.sh built by the same script the GPU run uses (tools/gpu_tools_build.sh).
@@ -28,6 +30,8 @@ echo "-- the semantics probe on the execution model"
 "$work/emu/emu_probe"
 echo "-- the same under ThreadSanitizer (the race checker; smallest shapes)"
 "$work/emu-tsan/emu_tests"
+echo "-- the engine, its bindings and the Python package on the execution model (FASTLSTM_CUDA=EMU build)"
+tools/cuda_model_tests.sh
 
 echo "-- static checks of the CUDA build"
 if command -v nvcc > /dev/null; then

@@ -1,6 +1,7 @@
-// The forward's launcher (nvcc only): forward.cuh's orchestration with an executor that launches on a CUDA
-// stream (cooperatively when the plan says so, with the opt-in shared memory a plan above 48 KiB needs).
-// Instantiated per operand format in inst/forward_*.cu; launch/engine.cu calls the instance.
+// The forward's launcher (nvcc, or the CPU execution model's runtime: cuda/testing/runtime): forward.cuh's
+// orchestration with an executor that launches on a CUDA stream (cooperatively when the plan says so, with the opt-in
+// shared memory a plan above 48 KiB needs). Instantiated per operand format in inst/forward_*.cu; launch/engine.cu
+// calls the instance.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,14 +22,13 @@ struct StreamExec {
                                  static_cast<int>(plan.dynamic_smem)),
             "cudaFuncSetAttribute");
     }
+    // The runtime's typed launch calls (no <<<>>>): the same source runs on the CPU execution model's runtime.
+    void* args[] = {const_cast<Params*>(&params)};
     if (plan.cooperative) {
-      void* args[] = {const_cast<Params*>(&params)};
-      check(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, block, args, plan.dynamic_smem,
-                                        stream),
+      check(cudaLaunchCooperativeKernel(kernel, grid, block, args, plan.dynamic_smem, stream),
             "cudaLaunchCooperativeKernel");
     } else {
-      kernel<<<grid, block, plan.dynamic_smem, stream>>>(params);
-      check(cudaGetLastError(), "kernel launch");
+      check(cudaLaunchKernel(kernel, grid, block, args, plan.dynamic_smem, stream), "cudaLaunchKernel");
     }
   }
 };

@@ -13,6 +13,7 @@ backward on device arrays (dy) returns device arrays.
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 
@@ -133,7 +134,8 @@ def _imported(like, capsules, index: int) -> tuple:
 
 
 def _importer(x):
-    """The from_dlpack of x's framework; any other producer gets the DLPack objects themselves."""
+    """The from_dlpack of x's framework (torch, cupy, jax, or the from_dlpack of the module x's type comes from);
+    any other producer gets the DLPack objects themselves."""
     framework = type(x).__module__.split(".")[0]
     if framework == "torch":
         import torch
@@ -147,7 +149,8 @@ def _importer(x):
         import jax.dlpack
 
         return jax.dlpack.from_dlpack
-    return lambda exported: exported
+    own = getattr(sys.modules.get(type(x).__module__), "from_dlpack", None)
+    return own if callable(own) else (lambda exported: exported)
 
 
 def _precision_name(dtype: str, precision: str | None) -> str:

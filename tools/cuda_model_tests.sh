@@ -3,8 +3,8 @@
 # compiled by the host compiler against the CPU execution model and its CUDA runtime,
 # cuda/testing/runtime/cuda_runtime.h), then tests/test_cuda.py on it: the bindings (numpy staging and DLPack
 # device arrays, tests/model_arrays.py), the engine's checks, plans and workspaces, and the Python package,
-# inference and training in every precision against float64 and the numpy path's bits. The large cases and
-# the torch tests are a GPU's (tools/gpu_check.sh). Usage: tools/cuda_model_tests.sh [pytest args]; needs
+# inference and training in every precision against float64 and the numpy path's bits; and the GPU check's
+# sanitizer smoke. The large cases and the torch tests are a GPU's (tools/gpu_check.sh). Usage: tools/cuda_model_tests.sh [pytest args]; needs
 # the test extras, cmake and a C++20 compiler.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,3 +25,5 @@ export PYTHONPATH="$work/pkg"
 python -c "from fastlstm import _core; d = _core.cuda_devices(); print(d); \
 assert d and d[0]['name'] == 'the CPU execution model', 'not the FASTLSTM_CUDA=EMU build'"
 python -m pytest -q -rs -p no:cacheprovider test_cuda.py "$@"
+# tools/gpu_check.sh's compute-sanitizer smoke, so the one GPU run does not meet a bug in it first.
+python "$root/tools/gpu_forward_smoke.py"

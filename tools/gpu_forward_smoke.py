@@ -28,7 +28,7 @@ def main() -> int:
             m = fastlstm.LSTM(5, 9, device="cuda", precision=precision, seed=1, **opts)
             c = m.config
             x = rng.standard_normal((3, 4, 5)).astype(np.float32)
-            lens = np.array([4, 1, 3]) if c.batch_first else np.array([4, 2, 1, 3])
+            lens = np.array([4, 1, 3]) if c.batch_first else np.array([3, 2, 1, 3])  # (B, T) = (3, 4) or (4, 3)
             y, _ = m(x, lengths=lens)
             p64 = {k: v.astype(np.float64) for k, v in m.state_dict().items()}
             (y64, _), _ = reference.forward(c, p64, x.astype(np.float64), lengths=lens)

@@ -133,10 +133,11 @@ def test_gradients_are_bitwise_reproducible(rng, threads):
 @pytest.mark.parametrize("opts", [dict(num_layers=2, bidirectional=True, peephole=True, dropout=0.3),
                                   dict(proj_size=11)])
 def test_cache_blocking_keeps_every_bit(isa, rng, threads, dtype, opts):
-    """The cache model only changes how the products are blocked (backward's dh = dz W_hh and dx = dz W_ih in k
-    and row slices once the weights outgrow half of L2): a tiny L2 forces the blocking at test sizes, with k
-    slices that end inside the packed gate rows and row chunks that end inside a batch, and the gradients keep
-    every bit, for 1 and 2 threads, with dropout masks on the layer input's gradient."""
+    """The cache model only changes how the products are blocked (the forward's input-projection chunks;
+    backward's dh = dz W_hh and dx = dz W_ih in k and row slices once the weights outgrow half of L2): a tiny L2
+    forces one-step chunks and the blocking at test sizes, with k slices that end inside the packed gate rows
+    and row chunks that end inside a batch, and the outputs and gradients keep every bit, for 1 and 2 threads,
+    with dropout masks on the layer input's gradient."""
     from fastlstm import functional as F
 
     m = fastlstm.LSTM(13, 37, dtype=dtype, seed=5, **opts)
@@ -146,13 +147,13 @@ def test_cache_blocking_keeps_every_bit(isa, rng, threads, dtype, opts):
     dy = rng.standard_normal(m(x, state)[0].shape).astype(dtype)
     runs = []
     try:
-        for l2 in (0, 4096, 0, 9000):
+        for l2 in (0, 4096, 0, 9000, 1 << 30):  # 1 GiB: the longest input-projection chunks
             _core.set_l2_cache_bytes(l2)
             for n in (1, 2):
                 fastlstm.set_num_threads(n)
-                _, _, tape = F.forward(w, x, state, lengths=lens, train=True, dropout_masks=masks)
+                y, _, tape = F.forward(w, x, state, lengths=lens, train=True, dropout_masks=masks)
                 dx, (dh0, dc0), grads = F.backward(tape, dy)
-                runs.append((l2, n, [dx, dh0, dc0, *grads.values()]))
+                runs.append((l2, n, [y, F.forward(w, x, state, lengths=lens)[0], dx, dh0, dc0, *grads.values()]))
     finally:
         _core.set_l2_cache_bytes(0)
     for l2, n, got in runs:

@@ -269,3 +269,43 @@ def test_devices_other_than_cpu_and_cuda_are_refused():
     m = LSTM(3, 5)
     with pytest.raises(RuntimeError, match="CPU and on CUDA"):
         m(torch.zeros(2, 1, 3, device="meta"))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_precision_runs_fastlstm_s_low_precision(precision):
+    """precision= is fastlstm.LSTM's: the drop-in gives the same bits as fastlstm.LSTM in that precision (and,
+    for bf16, the same gradients); int8 runs inference only (a training call raises ValueError naming it); a
+    name or dtype the CPU cannot run is refused at construction, naming the argument."""
+    import numpy as np
+
+    import fastlstm
+
+    torch.manual_seed(0)
+    m = LSTM(6, 12, num_layers=2, bidirectional=True, proj_size=5, precision=precision)
+    f = fastlstm.LSTM(6, 12, num_layers=2, bidirectional=True, proj_size=5, precision=precision)
+    f.load_state_dict({k: v.detach().numpy() for k, v in m.state_dict().items()})
+    x = torch.randn(5, 3, 6)
+    with torch.no_grad():
+        y, (h, c) = m(x)
+    want_y, (want_h, want_c) = f(x.numpy())
+    for got, want in ((y, want_y), (h, want_h), (c, want_c)):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert f"precision='{precision}'" in repr(m)
+    if precision == "int8":
+        with pytest.raises(ValueError, match="precision: 'int8' runs inference only"):
+            m(x)  # parameters that require grad: a training call
+    else:
+        xg = x.clone().requires_grad_()
+        y, _ = m(xg)
+        y.backward(torch.ones_like(y))
+        f(x.numpy(), train=True)
+        dx, _ = f.backward(np.ones(tuple(y.shape), np.float32))
+        np.testing.assert_array_equal(xg.grad.numpy(), dx)
+        for name, p in m.named_parameters():
+            np.testing.assert_array_equal(p.grad.numpy(), f.grads[name], err_msg=name)
+    with pytest.raises(ValueError, match="precision"):
+        LSTM(6, 12, precision="int4")
+    with pytest.raises(TypeError, match="precision"):
+        LSTM(6, 12, precision=8)
+    with pytest.raises(ValueError, match="precision: 'bf16' is not available for float64"):
+        LSTM(6, 12, precision="bf16", dtype=torch.float64)

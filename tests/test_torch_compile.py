@@ -150,3 +150,20 @@ def test_dropout_with_one_layer_warns_as_nn_lstm():
             cls(5, 7, dropout=0.5)
         caught[cls] = [str(x.message) for x in w if issubclass(x.category, UserWarning)]
     assert caught[LSTM] and caught[LSTM] == caught[torch.nn.LSTM]
+
+
+def test_compile_low_precision_training_matches_eager():
+    """A bf16 module's saved state has its own size (the fake implementation asks the bf16 engine): the compiled
+    training step gives eager's bits."""
+    torch.manual_seed(2)
+    m = LSTM(5, 7, num_layers=2, precision="bf16")
+    x = torch.randn(6, 3, 5, requires_grad=True)
+    results = []
+    for run in (torch.compile(lambda x: m(x), fullgraph=True), m):
+        x.grad = None
+        m.zero_grad()
+        y, (h, c) = run(x)
+        (y.sum() + 0.5 * h.sum()).backward()
+        results.append([y, h, c, x.grad] + [p.grad for p in m.parameters()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

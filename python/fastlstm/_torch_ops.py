@@ -9,9 +9,10 @@ autograd differentiates through fastlstm's own backward. Private: fastlstm.torch
 
 x, h0, c0 as torch.nn.LSTM takes them (batch_first per config, unbatched 2-D); params in state_dict order;
 lengths an int64 CPU tensor (B,) or None; config = [input_size, hidden_size, num_layers, proj_size, bias,
-batch_first, bidirectional, peephole]; dropout the module's; seed an int64 tensor of one element, the dropout
-masks' generator (drawn by the caller from torch's generator, so torch.manual_seed reproduces them), used when
-use_dropout (a training call of a module in training mode with dropout between layers).
+batch_first, bidirectional, peephole, precision] (precision: an index into PRECISIONS); dropout the module's;
+seed an int64 tensor of one element, the dropout masks' generator (drawn by the caller from torch's generator,
+so torch.manual_seed reproduces them), used when use_dropout (a training call of a module in training mode
+with dropout between layers).
 reserve is the engine's saved state as a uint8 tensor (cuDNN's "reserve space": held by autograd between the
 two operators), empty unless train; masks the dropout masks applied, (L-1, T, B, D*H_out) or empty.
 """
@@ -28,20 +29,25 @@ from . import _backends
 from . import functional as F
 from ._config import Config
 
-_NP_DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+DTYPES = {torch.float32: "float32", torch.float64: "float64"}
+PRECISIONS = (None, "fp32", "fp64", "bf16", "int8", "tf32", "fp16")  # the module's precision, config[8]
 
 
 @functools.lru_cache(maxsize=64)
 def _config(config: tuple, dropout: float) -> Config:
-    input_size, hidden_size, num_layers, proj_size, bias, batch_first, bidirectional, peephole = config
+    input_size, hidden_size, num_layers, proj_size, bias, batch_first, bidirectional, peephole = config[:8]
     return Config(input_size, hidden_size, num_layers, bool(bias), bool(batch_first), dropout, bool(bidirectional),
                   proj_size, bool(peephole))
 
 
+def _precision(config) -> str | None:
+    return PRECISIONS[config[8]] if len(config) > 8 else None
+
+
 def _dtype(t: torch.Tensor) -> str:
-    if t.dtype not in _NP_DTYPES:
+    if t.dtype not in DTYPES:
         raise TypeError(f"parameters: fastlstm computes in float32 or float64, not {t.dtype}")
-    return _NP_DTYPES[t.dtype]
+    return DTYPES[t.dtype]
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -60,11 +66,11 @@ class _PackedCache:
         self.size = size
         self.entries: OrderedDict[tuple, tuple] = OrderedDict()
 
-    def get(self, params: list[torch.Tensor], cfg: Config, training: bool) -> F.Weights:
+    def get(self, params: list[torch.Tensor], cfg: Config, training: bool, precision: str | None) -> F.Weights:
         if params[0].device.type == "cuda":
-            return self._get_cuda(params, cfg)
+            return self._get_cuda(params, cfg, precision)
         dtype = _dtype(params[0])
-        key = (cfg, dtype, tuple(p.data_ptr() for p in params))
+        key = (cfg, dtype, precision, tuple(p.data_ptr() for p in params))
         arrays = [p.detach().numpy() for p in params]
         versions = tuple(p._version for p in params)
         cached = self.entries.get(key)
@@ -74,19 +80,20 @@ class _PackedCache:
                     np.array_equal(_bits(a), b) for a, b in zip(arrays, bits, strict=True)):
                 self.entries.move_to_end(key)
                 return weights
-        weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), dtype=dtype, training=training)
+        weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), dtype=dtype, precision=precision,
+                         training=training)
         self.entries[key] = (weights, versions, [_bits(a).copy() for a in arrays])
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
             self.entries.popitem(last=False)
         return weights
 
-    def _get_cuda(self, params: list[torch.Tensor], cfg: Config) -> F.Weights:
+    def _get_cuda(self, params: list[torch.Tensor], cfg: Config, precision: str | None) -> F.Weights:
         """As get() for parameters on a GPU, packed for the CUDA engine (its one image serves inference and
         training): the bits are compared on the device (one concatenation and torch.equal), the parameters
         copied to the host only to pack."""
         device = params[0].device
-        key = (cfg, "cuda", device.index, tuple(p.data_ptr() for p in params))
+        key = (cfg, "cuda", device.index, precision, tuple(p.data_ptr() for p in params))
         flat = torch.cat([p.detach().reshape(-1) for p in params])
         versions = tuple(p._version for p in params)
         cached = self.entries.get(key)
@@ -97,7 +104,7 @@ class _PackedCache:
                 return weights
         arrays = [p.detach().cpu().numpy() for p in params]
         weights = F.pack(cfg, dict(zip(cfg.param_shapes(), arrays, strict=True)), device=_cuda_name(device),
-                         dtype=_dtype(params[0]), training=True)
+                         dtype=_dtype(params[0]), precision=precision, training=True)
         self.entries[key] = (weights, versions, flat)
         self.entries.move_to_end(key)
         while len(self.entries) > self.size:
@@ -112,12 +119,12 @@ def _cuda_name(device: torch.device) -> str:
     return f"cuda:{device.index or 0}"
 
 
-def _reserve_bytes(x: torch.Tensor, cfg: Config, T, B):
+def _reserve_bytes(x: torch.Tensor, cfg: Config, precision: str | None, T, B):
     """The saved state's size of a training call on x (the engine of x's device; fake tensors too)."""
     if not (isinstance(T, int) and isinstance(B, int)):  # symbolic shapes: a size only the run knows
         return torch.library.get_ctx().new_dynamic_size()
     device = _cuda_name(x.device) if x.device.type == "cuda" else "cpu"
-    return _backends.engine_for(device, _dtype(x), None).sizes(cfg, T, B, True)["saved"]
+    return _backends.engine_for(device, _dtype(x), precision).sizes(cfg, T, B, True)["saved"]
 
 
 def _layout(x_shape, cfg: Config) -> tuple[int, int, bool]:
@@ -146,13 +153,13 @@ def _has_masks(cfg: Config, use_dropout: bool, train: bool) -> bool:
 def lstm(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, params: list[torch.Tensor],
          lengths: torch.Tensor | None, config: list[int], dropout: float, seed: torch.Tensor, use_dropout: bool,
          train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    cfg = _config(tuple(config), dropout)
-    weights = _cache.get(params, cfg, train)
+    cfg, precision = _config(tuple(config), dropout), _precision(config)
+    weights = _cache.get(params, cfg, train, precision)
     lens = None if lengths is None else lengths.numpy()
     rng, reserve = None, torch.empty(0, dtype=torch.uint8)
     if train:
         T, B, _ = _layout(x.shape, cfg)
-        reserve = torch.empty(_reserve_bytes(x, cfg, T, B), dtype=torch.uint8)
+        reserve = torch.empty(_reserve_bytes(x, cfg, precision, T, B), dtype=torch.uint8)
         if _has_masks(cfg, use_dropout, train):
             rng = np.random.default_rng(int(seed.item()))
     y, (h_n, c_n), tape = F.forward(weights, x.detach().numpy(), (h0.detach().numpy(), c0.detach().numpy()),
@@ -168,8 +175,8 @@ def _lstm_cuda(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, t
     """CUDA tensors: the CUDA engine through DLPack (results on x's device, no host copies). Training keeps the
     state in a reserve tensor of torch's allocator; the dropout masks are drawn on the device by a torch
     generator seeded with ``seed``."""
-    cfg = _config(tuple(config), dropout)
-    weights = _cache.get(params, cfg, train)
+    cfg, precision = _config(tuple(config), dropout), _precision(config)
+    weights = _cache.get(params, cfg, train, precision)
     lens = None if lengths is None else lengths.numpy()
     hx = (h0.detach().contiguous(), c0.detach().contiguous())
     reserve, masks = x.new_empty(0, dtype=torch.uint8), x.new_empty(0)
@@ -177,7 +184,7 @@ def _lstm_cuda(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, t
         y, (h_n, c_n), _ = F.forward(weights, x.detach(), hx, lengths=lens)
         return y, h_n, c_n, reserve, masks
     T, B, _ = _layout(x.shape, cfg)
-    reserve = x.new_empty(_reserve_bytes(x, cfg, T, B), dtype=torch.uint8)
+    reserve = x.new_empty(_reserve_bytes(x, cfg, precision, T, B), dtype=torch.uint8)
     if _has_masks(cfg, use_dropout, train):
         keep = 1.0 - cfg.dropout
         generator = torch.Generator(device=x.device)
@@ -194,7 +201,7 @@ def _lstm_fake(x, h0, c0, params, lengths, config, dropout, seed, use_dropout, t
     cfg = _config(tuple(config), dropout)
     y, h_n, c_n = _outputs_like(x, cfg)
     T, B, _ = _layout(x.shape, cfg)
-    reserve = x.new_empty(_reserve_bytes(x, cfg, T, B) if train else 0, dtype=torch.uint8)
+    reserve = x.new_empty(_reserve_bytes(x, cfg, _precision(config), T, B) if train else 0, dtype=torch.uint8)
     masks = x.new_empty(0)
     if _has_masks(cfg, use_dropout, train):
         masks = x.new_empty((cfg.num_layers - 1, T, B, cfg.num_directions * cfg.out_size))
@@ -207,7 +214,7 @@ def lstm_backward(dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor, rese
                   dropout: float, x_shape: list[int]) -> list[torch.Tensor]:
     """Either device: CPU tensors as numpy arrays, CUDA tensors as they are (DLPack, results on their device)."""
     cfg = _config(tuple(config), dropout)
-    weights = _cache.get(params, cfg, True)
+    weights = _cache.get(params, cfg, True, _precision(config))
     T, B, unbatched = _layout(x_shape, cfg)
     cpu = dy.device.type == "cpu"
     arrays = [t.numpy() if cpu else t for t in (reserve, masks, dy, dh_n, dc_n)]

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import _torch_ops
+from . import _backends, _torch_ops
 from ._config import Config
 from ._lstm import checked_config
 
@@ -57,22 +57,30 @@ def _check_like_torch(input_size, hidden_size, num_layers, bias, batch_first, dr
 
 
 class LSTM(nn.Module):
-    """torch.nn.LSTM's interface on fastlstm, plus peepholes.
+    """torch.nn.LSTM's interface on fastlstm, plus peepholes and low precisions.
 
     LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-         proj_size=0, device=None, dtype=None, *, peephole=False)
+         proj_size=0, device=None, dtype=None, *, peephole=False, precision=None)
 
     Arguments, parameters, forward(input, hx=None) and its outputs are torch.nn.LSTM's (help(torch.nn.LSTM));
     ``peephole=True`` adds the parameters peephole_{i,f,o}_l{k}{sfx} of shape (hidden_size,). device: the CPU
     or a CUDA device (.cuda() / .to("cuda") move it too): CUDA tensors run inference and training on fastlstm's
-    CUDA engine (float32, deterministic gradients); dtype float32 (the default) or float64.
+    CUDA engine (float32, deterministic gradients); dtype float32 (the default) or float64. ``precision``: the
+    math inside, as fastlstm.LSTM's (None: the dtype's own; on a float32 module "bf16" or "int8" on the CPU,
+    int8 for inference only; "tf32", "bf16" or "fp16" on CUDA); parameters and gradients stay in the dtype. A
+    precision the module's device cannot run raises ValueError naming it, at construction and at the call after
+    a move.
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, proj_size: int = 0,
-                 device=None, dtype=None, *, peephole: bool = False):
+                 device=None, dtype=None, *, peephole: bool = False, precision: str | None = None):
         super().__init__()
         _check_like_torch(input_size, hidden_size, num_layers, bias, batch_first, dropout, proj_size)
+        if precision is not None and not isinstance(precision, str):
+            raise TypeError(f"precision: expected None or a name such as 'bf16', got {type(precision).__name__}")
+        if precision not in _torch_ops.PRECISIONS:
+            raise ValueError(f"precision: expected one of {list(_torch_ops.PRECISIONS)}, got {precision!r}")
         cfg = self._config = checked_config(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                                             bidirectional, proj_size, peephole)
         self.mode = "LSTM"
@@ -82,6 +90,10 @@ class LSTM(nn.Module):
         if device is not None and torch.device(device).type not in ("cpu", "cuda"):
             raise RuntimeError(f"device={device!r}: fastlstm runs on the CPU and on CUDA devices")
         factory = {"dtype": dtype or torch.get_default_dtype(), "device": device}
+        if factory["dtype"] in _torch_ops.DTYPES:  # a precision this device cannot run: ValueError, now
+            kind = torch.device(device).type if device is not None else "cpu"
+            _backends.engine_for("cpu" if kind == "cpu" else "cuda", _torch_ops.DTYPES[factory["dtype"]], precision)
+        self.precision = precision
         self._flat_weights_names = list(cfg.param_shapes())
         for name, shape in cfg.param_shapes().items():
             self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
@@ -121,15 +133,16 @@ class LSTM(nn.Module):
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("proj_size", 0), ("peephole", False)):
-            if getattr(self, name) != default:
-                s += f", {name}={getattr(self, name)}"
+                              ("bidirectional", False), ("proj_size", 0), ("peephole", False), ("precision", None)):
+            value = getattr(self, name)
+            if value != default:
+                s += f", {name}={value!r}" if isinstance(value, str) else f", {name}={value}"
         return s
 
     def _op_config(self) -> list[int]:
         c = self.config
         return [c.input_size, c.hidden_size, c.num_layers, c.proj_size, int(c.bias), int(c.batch_first),
-                int(c.bidirectional), int(c.peephole)]
+                int(c.bidirectional), int(c.peephole), _torch_ops.PRECISIONS.index(self.precision)]
 
     def forward(self, input, hx=None):
         """torch.nn.LSTM.forward: input (L, N, H_in), (N, L, H_in) with batch_first, unbatched (L, H_in), or a

@@ -157,31 +157,25 @@ py::tuple backward(const PyEngine& e, const PyWeights& w, int index, const PySav
   BackwardIo io = backward_io(e, w, saved, dy, dh_n, dc_n, batch_first, masks);
   BackwardArgs& a = io.a;
   const ModelShape& s = saved.state->shape;
-  const std::size_t H = s.hidden_size, R = s.out_size(), P = s.proj_size, f = sizeof(float);
-  const std::size_t states = static_cast<std::size_t>(s.num_layers) * s.directions() * saved.state->B * f;
-  const std::size_t mask_bytes = f * saved.state->T * saved.state->B * s.directions() * R;
+  const std::size_t mask_bytes = sizeof(float) * saved.state->T * saved.state->B * s.directions() * s.out_size();
+  const auto bytes = [](const py::array& arr) { return static_cast<std::size_t>(arr.nbytes()); };
+  std::vector<std::pair<void**, std::size_t>> grads;  // each gradient's slot and its array's size
+  for (std::size_t i = 0; i < io.gp.size(); ++i) {
+    const py::dict d = io.grads[i];
+    for (const auto& [name, field] : kGradFields)
+      if (d.contains(name)) grads.emplace_back(&(io.gp[i].*field), bytes(d[name].cast<py::array>()));
+  }
   {
     py::gil_scoped_release release;
     StagedCall call(index);
-    call.in(&a.dy, static_cast<std::size_t>(dy.nbytes()));
-    call.in(&a.dh_n, states * R);
-    call.in(&a.dc_n, states * H);
+    call.in(&a.dy, bytes(dy));
+    call.in(&a.dh_n, bytes(io.dh0));  // dh_n, dc_n: the shapes of dh0, dc0 (backward_io checked them)
+    call.in(&a.dc_n, bytes(io.dc0));
     for (const void*& m : io.masks) call.in(&m, mask_bytes);
-    call.out(&a.dx, static_cast<std::size_t>(io.dx.nbytes()));
-    call.out(&a.dh0, states * R);
-    call.out(&a.dc0, states * H);
-    for (std::size_t i = 0; i < io.gp.size(); ++i) {
-      GradPointers& g = io.gp[i];
-      const std::size_t in = static_cast<std::size_t>(s.layer_input(static_cast<int>(i) / s.directions()));
-      call.out(&g.w_ih, f * 4 * H * in);
-      call.out(&g.w_hh, f * 4 * H * R);
-      call.out(&g.b_ih, f * 4 * H);
-      call.out(&g.b_hh, f * 4 * H);
-      call.out(&g.w_hr, f * P * H);
-      call.out(&g.p_i, f * H);
-      call.out(&g.p_f, f * H);
-      call.out(&g.p_o, f * H);
-    }
+    call.out(&a.dx, bytes(io.dx));
+    call.out(&a.dh0, bytes(io.dh0));
+    call.out(&a.dc0, bytes(io.dc0));
+    for (const auto& [slot, n] : grads) call.out(slot, n);
     call.stage();
     a.masks = masks.is_none() ? nullptr : io.masks.data();
     e.engine->backward(a);

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bindings/arrays.h"
@@ -41,6 +42,12 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
 
 // The dropout masks of a training call: None, or L-1 arrays [T, B, D*Hout] (C-contiguous, the engine's dtype).
 std::vector<const void*> mask_pointers(const ModelShape& s, DType dt, const py::object& masks, int T, int B);
+
+// GradPointers' fields by the names grad_outputs gives their arrays.
+inline constexpr std::pair<const char*, void * GradPointers::*> kGradFields[] = {
+    {"w_ih", &GradPointers::w_ih}, {"w_hh", &GradPointers::w_hh}, {"b_ih", &GradPointers::b_ih},
+    {"b_hh", &GradPointers::b_hh}, {"w_hr", &GradPointers::w_hr}, {"p_i", &GradPointers::p_i},
+    {"p_f", &GradPointers::p_f},   {"p_o", &GradPointers::p_o}};
 
 // The parameters' gradients of a backward call, per layer and direction (k * D + d): a dict each, appended to
 // `grads`, whose arrays make(dict, name, shape) adds and returns the address of (in state_dict's order);

@@ -100,11 +100,10 @@ struct BackCall {
 
   std::int64_t row(int t, int r) const { return static_cast<std::int64_t>(t) * B + r; }
 
-  // The k slice of the recurrence's dh = dz W_hh for a direction on `threads` threads: 0 (one pass per row tile)
-  // while a thread's columns of W_hh^T fit half this core's L2, else the k of four panels (one register tile's
-  // width) in a quarter of it. Either way the same bits (recurrence_bwd-inl.h).
-  int dh_k_slice(int threads) const { return k_slice(h_ld, threads, 1); }
-  // The same for a product over `width` columns split among `threads`, with `directions` weight matrices.
+  // The k slice of a product dz W over `width` columns split among `threads`, with `directions` weight matrices
+  // (the recurrence's dh = dz W_hh: h_ld, one; dx = dz W_ih: the layer input, D): 0 (one pass per row tile)
+  // while a thread's columns of W^T fit half this core's L2, else the k of four panels (one register tile's
+  // width) in a quarter of it. Either way the same bits (recurrence_bwd-inl.h, grads-inl.h).
   int k_slice(std::int64_t width, int threads, int directions) const {
     const std::size_t l2 = l2_cache_bytes(), vec = static_cast<std::size_t>(m.units) * sizeof(T);
     const std::size_t K = static_cast<std::size_t>(m.gates) * c_ld, cols = (width + threads - 1) / threads;
@@ -202,7 +201,7 @@ struct BackCall {
         b.peep = m.at(o.peep);
         b.h_ld = h_ld;
         b.c_ld = c_ld;
-        b.k_slice = dh_k_slice(team.group_size(team.groups == 2 ? d : 0));
+        b.k_slice = k_slice(h_ld, team.group_size(team.groups == 2 ? d : 0), 1);
         b.barrier = team.barrier_of(d);
 
         // Row lists of the weight gradients: every live (t, r), t ascending then r.

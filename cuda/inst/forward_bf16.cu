@@ -3,7 +3,6 @@
 
 namespace fastlstm::cuda::detail {
 
-template void launch_forward<Operand::kBF16>(const DeviceLimits&, const ModelShape&, const PackedLayer<Operand::kBF16>*,
-                                             const ForwardIO&, void*, cudaStream_t);
+FASTLSTM_FORWARD_LAUNCHER(, Operand::kBF16);
 
 }  // namespace fastlstm::cuda::detail

@@ -3,7 +3,6 @@
 
 namespace fastlstm::cuda::detail {
 
-template void launch_forward<Operand::kF16>(const DeviceLimits&, const ModelShape&, const PackedLayer<Operand::kF16>*,
-                                            const ForwardIO&, void*, cudaStream_t);
+FASTLSTM_FORWARD_LAUNCHER(, Operand::kF16);
 
 }  // namespace fastlstm::cuda::detail

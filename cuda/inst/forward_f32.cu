@@ -3,7 +3,6 @@
 
 namespace fastlstm::cuda::detail {
 
-template void launch_forward<Operand::kF32>(const DeviceLimits&, const ModelShape&, const PackedLayer<Operand::kF32>*,
-                                            const ForwardIO&, void*, cudaStream_t);
+FASTLSTM_FORWARD_LAUNCHER(, Operand::kF32);
 
 }  // namespace fastlstm::cuda::detail

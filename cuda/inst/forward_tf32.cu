@@ -3,7 +3,6 @@
 
 namespace fastlstm::cuda::detail {
 
-template void launch_forward<Operand::kTF32>(const DeviceLimits&, const ModelShape&, const PackedLayer<Operand::kTF32>*,
-                                             const ForwardIO&, void*, cudaStream_t);
+FASTLSTM_FORWARD_LAUNCHER(, Operand::kTF32);
 
 }  // namespace fastlstm::cuda::detail

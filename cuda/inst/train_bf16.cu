@@ -3,11 +3,6 @@
 
 namespace fastlstm::cuda::detail {
 
-template void launch_train_forward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
-                                                   const PackedLayer<Operand::kBF16>*, const ForwardIO&,
-                                                   const float* const*, void*, void*, cudaStream_t);
-template void launch_train_backward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
-                                                    const PackedLayer<Operand::kBF16>*, const TrainIO&,
-                                                    const GradPointers*, const void*, void*, cudaStream_t);
+FASTLSTM_TRAIN_LAUNCHERS(, Operand::kBF16);
 
 }  // namespace fastlstm::cuda::detail

@@ -3,11 +3,6 @@
 
 namespace fastlstm::cuda::detail {
 
-template void launch_train_forward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
-                                                  const PackedLayer<Operand::kF16>*, const ForwardIO&,
-                                                  const float* const*, void*, void*, cudaStream_t);
-template void launch_train_backward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
-                                                   const PackedLayer<Operand::kF16>*, const TrainIO&,
-                                                   const GradPointers*, const void*, void*, cudaStream_t);
+FASTLSTM_TRAIN_LAUNCHERS(, Operand::kF16);
 
 }  // namespace fastlstm::cuda::detail

@@ -40,17 +40,15 @@ void launch_forward(const DeviceLimits& dev, const ModelShape& s, const PackedLa
   forward_sequence<Op>(exec, dev, s, layers, io, workspace);
 }
 
-extern template void launch_forward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
-                                                   const PackedLayer<Operand::kF32>*, const ForwardIO&, void*,
-                                                   cudaStream_t);
-extern template void launch_forward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
-                                                    const PackedLayer<Operand::kTF32>*, const ForwardIO&, void*,
-                                                    cudaStream_t);
-extern template void launch_forward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
-                                                    const PackedLayer<Operand::kBF16>*, const ForwardIO&, void*,
-                                                    cudaStream_t);
-extern template void launch_forward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
-                                                   const PackedLayer<Operand::kF16>*, const ForwardIO&, void*,
-                                                   cudaStream_t);
+// The launcher of one operand format: `extern` declares it (here, for every format), an empty first argument
+// instantiates it (inst/forward_<format>.cu, one format per file).
+#define FASTLSTM_FORWARD_LAUNCHER(EXTERN, OP)                                                             \
+  EXTERN template void launch_forward<OP>(const DeviceLimits&, const ModelShape&, const PackedLayer<OP>*, \
+                                          const ForwardIO&, void*, cudaStream_t)
+
+FASTLSTM_FORWARD_LAUNCHER(extern, Operand::kF32);
+FASTLSTM_FORWARD_LAUNCHER(extern, Operand::kTF32);
+FASTLSTM_FORWARD_LAUNCHER(extern, Operand::kBF16);
+FASTLSTM_FORWARD_LAUNCHER(extern, Operand::kF16);
 
 }  // namespace fastlstm::cuda::detail

@@ -97,6 +97,25 @@ struct GradTile {
     }
   }
 
+  // The whole reduction of length K, in slices through shared memory: a(k, r) and b(k, c) give the operands of
+  // tile row r and tile column c at reduction index k < K, already in the operand format (zero where the tile
+  // overhangs the matrix). The kernels' functors capture by value: a reference to a kernel parameter would
+  // give it a stack copy.
+  template <class A, class B>
+  __device__ void reduce(int K, A a, B b) {
+    __shared__ GradSlice as, bs;
+    for (int k0 = 0; k0 < K; k0 += kGradSlice) {
+      for (int e = static_cast<int>(threadIdx.x); e < kGradSlice * kGradTile; e += kGradThreads) {
+        const int q = e / kGradTile, c = e - q * kGradTile;
+        as[q][c] = k0 + q < K ? a(k0 + q, c) : 0.0f;
+        bs[q][c] = k0 + q < K ? b(k0 + q, c) : 0.0f;
+      }
+      __syncthreads();
+      add_slice(as, bs);
+      __syncthreads();
+    }
+  }
+
   // f(row, col, value) for each of this thread's outputs (tile coordinates).
   template <class F>
   __device__ void for_each(F&& f) const {
@@ -116,21 +135,11 @@ struct GradTile {
 template <Operand Op>
 __global__ void __launch_bounds__(kGradThreads) outer_grad_kernel(OuterParams p) {
   using Tr = OperandTraits<Op>;
-  __shared__ GradSlice as;  // dz[m0 + q][n0 + .]
-  __shared__ GradSlice bs;  // v_{m0 + q}[k0 + .]
-  const int tid = static_cast<int>(threadIdx.x);
   const int n0 = static_cast<int>(blockIdx.y) * kGradTile, k0 = static_cast<int>(blockIdx.x) * kGradTile;
   GradTile<Op> tile;
-  for (int m0 = 0; m0 < p.M; m0 += kGradSlice) {
-    for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
-      const int q = e / kGradTile, c = e - q * kGradTile, m = m0 + q;
-      as[q][c] = m < p.M && n0 + c < p.N ? Tr::round(p.dz[m * p.ldz + p.a_off + n0 + c]) : 0.0f;
-      bs[q][c] = m < p.M && k0 + c < p.K ? Tr::round(outer_value(p, m, k0 + c)) : 0.0f;
-    }
-    __syncthreads();
-    tile.add_slice(as, bs);
-    __syncthreads();
-  }
+  tile.reduce(
+      p.M, [=](int m, int c) { return n0 + c < p.N ? Tr::round(p.dz[m * p.ldz + p.a_off + n0 + c]) : 0.0f; },
+      [=](int m, int c) { return k0 + c < p.K ? Tr::round(outer_value(p, m, k0 + c)) : 0.0f; });
   tile.for_each([&](int r, int c, float v) {
     const int n = n0 + r, k = k0 + c;
     if (n < p.N && k < p.K) {
@@ -204,21 +213,12 @@ struct InputGradParams {
 template <Operand Op>
 __global__ void __launch_bounds__(kGradThreads) input_grad_kernel(InputGradParams<Op> p) {
   using Tr = OperandTraits<Op>;
-  __shared__ GradSlice as;  // dz[m0 + .][n0 + q]
-  __shared__ GradSlice bs;  // W[n0 + q][i0 + .]
-  const int tid = static_cast<int>(threadIdx.x);
   const int m0 = static_cast<int>(blockIdx.y) * kGradTile, i0 = static_cast<int>(blockIdx.x) * kGradTile;
   GradTile<Op> tile;
-  for (int n0 = 0; n0 < p.N; n0 += kGradSlice) {
-    for (int e = tid; e < kGradSlice * kGradTile; e += kGradThreads) {
-      const int q = e / kGradTile, c = e - q * kGradTile, n = n0 + q;
-      as[q][c] = n < p.N && m0 + c < p.M ? Tr::round(p.dz[static_cast<std::int64_t>(m0 + c) * p.N + n]) : 0.0f;
-      bs[q][c] = n < p.N && i0 + c < p.K ? Tr::load(p.w[static_cast<std::int64_t>(n) * p.K + i0 + c]) : 0.0f;
-    }
-    __syncthreads();
-    tile.add_slice(as, bs);
-    __syncthreads();
-  }
+  tile.reduce(
+      p.N,
+      [=](int n, int c) { return m0 + c < p.M ? Tr::round(p.dz[static_cast<std::int64_t>(m0 + c) * p.N + n]) : 0.0f; },
+      [=](int n, int c) { return i0 + c < p.K ? Tr::load(p.w[static_cast<std::int64_t>(n) * p.K + i0 + c]) : 0.0f; });
   tile.for_each([&](int r, int c, float v) {
     const int m = m0 + r, k = i0 + c;
     if (m < p.M && k < p.K) {

@@ -62,6 +62,16 @@ __host__ __device__ inline std::size_t align16(std::size_t n) { return (n + 15) 
 __host__ __device__ inline int imin(int a, int b) { return a < b ? a : b; }
 __host__ __device__ inline int imax(int a, int b) { return a > b ? a : b; }
 
+// dst[b * ld + col] = src[(d * B + b) * ld + col] (0 for a null src) for the columns [col0, col0 + n) of every
+// row b: a block's columns of direction d of a [D, B, ld] state (h0, c0, dh_n, dc_n), over its threads.
+__device__ inline void load_state_columns(float* dst, const float* src, int d, int B, int ld, int col0, int n, int tid,
+                                          int nthreads) {
+  for (int e = tid; e < B * n; e += nthreads) {
+    const int b = e / n, col = col0 + e - b * n;
+    dst[b * ld + col] = src != nullptr ? src[(static_cast<std::int64_t>(d) * B + b) * ld + col] : 0.0f;
+  }
+}
+
 // The dynamic shared memory of one block: [W_hh slice 4U x R][W_hr slice Up x H] (when on chip), then the
 // staged h rows [batch_chunk][R] (operand format) and the gate sums [batch_chunk][4U] (floats).
 template <class Storage>
@@ -126,14 +136,8 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_kernel(RecurrencePa
     }
     for (int e = tid; e < pact * H; e += nthreads) whr_s[e] = whr_g[static_cast<std::int64_t>(q0) * H + e];
   }
-  for (int e = tid; e < B * uact; e += nthreads) {
-    const int b = e / uact, j = j0 + e - b * uact;
-    cs[b * H + j] = p.c0 != nullptr ? p.c0[(static_cast<std::int64_t>(d) * B + b) * H + j] : 0.0f;
-  }
-  for (int e = tid; e < B * hcols; e += nthreads) {
-    const int b = e / hcols, j = h0col + e - b * hcols;
-    hb[b * R + j] = p.h0 != nullptr ? p.h0[(static_cast<std::int64_t>(d) * B + b) * R + j] : 0.0f;
-  }
+  load_state_columns(cs, p.c0, d, B, H, j0, uact, tid, nthreads);
+  load_state_columns(hb, p.h0, d, B, R, h0col, hcols, tid, nthreads);
   prim::grid_sync();
 
   for (int s = 0; s < p.T; ++s) {

@@ -102,14 +102,8 @@ __global__ void __launch_bounds__(kRecThreads, 1) recurrence_backward_kernel(Bac
     for (int e = tid; e < hcols * G; e += nthreads) wt_s[e] = wt_g[e];
     for (int e = tid; e < uact * P; e += nthreads) wr_s[e] = wr_g[e];
   }
-  for (int e = tid; e < B * hcols; e += nthreads) {
-    const int b = e / hcols, col = h0col + e - b * hcols;
-    dhb[b * R + col] = p.dh_n != nullptr ? p.dh_n[(static_cast<std::int64_t>(d) * B + b) * R + col] : 0.0f;
-  }
-  for (int e = tid; e < B * uact; e += nthreads) {
-    const int b = e / uact, j = j0 + e - b * uact;
-    dcs[b * H + j] = p.dc_n != nullptr ? p.dc_n[(static_cast<std::int64_t>(d) * B + b) * H + j] : 0.0f;
-  }
+  load_state_columns(dhb, p.dh_n, d, B, R, h0col, hcols, tid, nthreads);
+  load_state_columns(dcs, p.dc_n, d, B, H, j0, uact, tid, nthreads);
   __syncthreads();
 
   for (int s = p.T - 1; s >= 0; --s) {

@@ -30,29 +30,18 @@ inline void launch_copy_rows(const CopyRowsParams& p, cudaStream_t stream) {
   copy_rows(exec, p);
 }
 
-extern template void launch_train_forward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
-                                                         const PackedLayer<Operand::kF32>*, const ForwardIO&,
-                                                         const float* const*, void*, void*, cudaStream_t);
-extern template void launch_train_backward<Operand::kF32>(const DeviceLimits&, const ModelShape&,
-                                                          const PackedLayer<Operand::kF32>*, const TrainIO&,
-                                                          const GradPointers*, const void*, void*, cudaStream_t);
-extern template void launch_train_forward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
-                                                          const PackedLayer<Operand::kTF32>*, const ForwardIO&,
-                                                          const float* const*, void*, void*, cudaStream_t);
-extern template void launch_train_backward<Operand::kTF32>(const DeviceLimits&, const ModelShape&,
-                                                           const PackedLayer<Operand::kTF32>*, const TrainIO&,
-                                                           const GradPointers*, const void*, void*, cudaStream_t);
-extern template void launch_train_forward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
-                                                          const PackedLayer<Operand::kBF16>*, const ForwardIO&,
-                                                          const float* const*, void*, void*, cudaStream_t);
-extern template void launch_train_backward<Operand::kBF16>(const DeviceLimits&, const ModelShape&,
-                                                           const PackedLayer<Operand::kBF16>*, const TrainIO&,
-                                                           const GradPointers*, const void*, void*, cudaStream_t);
-extern template void launch_train_forward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
-                                                         const PackedLayer<Operand::kF16>*, const ForwardIO&,
-                                                         const float* const*, void*, void*, cudaStream_t);
-extern template void launch_train_backward<Operand::kF16>(const DeviceLimits&, const ModelShape&,
-                                                          const PackedLayer<Operand::kF16>*, const TrainIO&,
-                                                          const GradPointers*, const void*, void*, cudaStream_t);
+// The two launchers of one operand format: `extern` declares them (here, for every format), an empty first
+// argument instantiates them (inst/train_<format>.cu, one format per file: small builds, parallel compiles).
+#define FASTLSTM_TRAIN_LAUNCHERS(EXTERN, OP)                                                                        \
+  EXTERN template void launch_train_forward<OP>(const DeviceLimits&, const ModelShape&, const PackedLayer<OP>*,     \
+                                                const ForwardIO&, const float* const*, void*, void*, cudaStream_t); \
+  EXTERN template void launch_train_backward<OP>(const DeviceLimits&, const ModelShape&, const PackedLayer<OP>*,    \
+                                                 const TrainIO&, const GradPointers*, const void*, void*,           \
+                                                 cudaStream_t)
+
+FASTLSTM_TRAIN_LAUNCHERS(extern, Operand::kF32);
+FASTLSTM_TRAIN_LAUNCHERS(extern, Operand::kTF32);
+FASTLSTM_TRAIN_LAUNCHERS(extern, Operand::kBF16);
+FASTLSTM_TRAIN_LAUNCHERS(extern, Operand::kF16);
 
 }  // namespace fastlstm::cuda::detail

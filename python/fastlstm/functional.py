@@ -160,6 +160,20 @@ def pack(config, params, *, device: str = "cpu", dtype="float32", precision: str
     return Weights(config, dt, precision, device, bool(training), engine, packed)
 
 
+def _operand(weights: Weights, name: str, a, shape: tuple, unbatched: bool = False, on_device: bool | None = None):
+    """``a`` as the engine takes it: a device array as it is (its engine checks dtype and layout), else a
+    C-contiguous numpy array of the weights' dtype; ValueError naming ``name`` unless its shape is ``shape``.
+    unbatched: given the B axis of 1 after the first. on_device: whether a is taken as a device array (None: as it
+    is one)."""
+    on_device = device_array(weights, a) if on_device is None else on_device
+    if not on_device:
+        a = float_array(name, a, weights.dtype)
+    if tuple(a.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
+    a = a[:, None] if unbatched else a
+    return a if on_device else np.ascontiguousarray(a)
+
+
 def _state(weights: Weights, hx, B: int, unbatched: bool):
     """hx -> (h0 [D*L,B,H_out], c0 [D*L,B,H]) contiguous in the weights' dtype, or (None, None)."""
     if hx is None:
@@ -169,16 +183,9 @@ def _state(weights: Weights, hx, B: int, unbatched: bool):
         raise TypeError("hx: expected a pair (h0, c0) or None")
     DL = c.num_directions * c.num_layers
     shapes = ((DL, c.out_size), (DL, c.hidden_size)) if unbatched else ((DL, B, c.out_size), (DL, B, c.hidden_size))
-    out = []
-    for name, a, shape in zip(("hx[0] (h0)", "hx[1] (c0)"), hx, shapes, strict=True):
-        on_device = device_array(weights, a)  # its engine checks dtype and layout
-        if not on_device:
-            a = float_array(name, a, weights.dtype)
-        if tuple(a.shape) != shape:
-            raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
-        a = a[:, None, :] if unbatched else a
-        out.append(a if on_device else np.ascontiguousarray(a))
-    return out[0], out[1]
+    h0, c0 = (_operand(weights, name, a, shape, unbatched)
+              for name, a, shape in zip(("hx[0] (h0)", "hx[1] (c0)"), hx, shapes, strict=True))
+    return h0, c0
 
 
 def _masks(weights: Weights, dropout_masks, T: int, B: int):
@@ -188,15 +195,7 @@ def _masks(weights: Weights, dropout_masks, T: int, B: int):
     shape = (T, B, c.num_directions * c.out_size)
     if not isinstance(dropout_masks, (list, tuple)) or len(dropout_masks) != c.num_layers - 1:
         raise TypeError(f"dropout_masks: expected {c.num_layers - 1} arrays of shape {shape}")
-    out = []
-    for k, m in enumerate(dropout_masks):
-        on_device = device_array(weights, m)  # its engine checks dtype and layout
-        if not on_device:
-            m = float_array(f"dropout_masks[{k}]", m, weights.dtype)
-        if tuple(m.shape) != shape:
-            raise ValueError(f"dropout_masks[{k}]: expected shape {shape}, got {tuple(m.shape)}")
-        out.append(m if on_device else np.ascontiguousarray(m))
-    return tuple(out)
+    return tuple(_operand(weights, f"dropout_masks[{k}]", m, shape) for k, m in enumerate(dropout_masks))
 
 
 def forward(weights: Weights, x, hx=None, *, lengths=None, train: bool = False, rng: np.random.Generator | None = None,
@@ -304,23 +303,10 @@ def backward(tape: Tape, dy, dh_n=None, dc_n=None):
     y_shape = (T, width) if tape.unbatched else ((B, T, width) if tape.batch_first else (T, B, width))
     state_shapes = ((DL, c.out_size), (DL, c.hidden_size)) if tape.unbatched else \
         ((DL, B, c.out_size), (DL, B, c.hidden_size))
-    on_device = device_array(w, dy)  # then dh_n and dc_n are device arrays too; the engine checks their layouts
-    if not on_device:
-        dy = float_array("dy", dy, w.dtype)
-    if tuple(dy.shape) != y_shape:
-        raise ValueError(f"dy: expected y's shape {y_shape}, got {tuple(dy.shape)}")
-    states = []
-    for name, a, shape in (("dh_n", dh_n, state_shapes[0]), ("dc_n", dc_n, state_shapes[1])):
-        if a is not None:
-            if not on_device:
-                a = float_array(name, a, w.dtype)
-            if tuple(a.shape) != shape:
-                raise ValueError(f"{name}: expected shape {shape}, got {tuple(a.shape)}")
-            a = a[:, None, :] if tape.unbatched else a
-            a = a if on_device else np.ascontiguousarray(a)
-        states.append(a)
-    dy3 = dy[:, None, :] if tape.unbatched else dy
-    dy3 = dy3 if on_device else np.ascontiguousarray(dy3)
+    on_device = device_array(w, dy)  # then dh_n and dc_n are taken as device arrays too
+    dy3 = _operand(w, "dy", dy, y_shape, tape.unbatched, on_device)
+    states = [None if a is None else _operand(w, name, a, shape, tape.unbatched, on_device)
+              for name, a, shape in (("dh_n", dh_n, state_shapes[0]), ("dc_n", dc_n, state_shapes[1]))]
     masks = None if tape.dropout_masks is None else list(tape.dropout_masks)
     dx, dh0, dc0, per_layer = w.engine.backward(w.packed, tape.saved, dy3, states[0], states[1], tape.batch_first,
                                                 masks)

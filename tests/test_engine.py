@@ -120,8 +120,11 @@ def test_bitwise_reproducible_across_threads_tiles_and_isas(rng, threads, dtype)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_step_equals_sequence(isa, rng, dtype):
-    for opts in (dict(), dict(num_layers=2, proj_size=3, peephole=True), dict(batch_first=True)):
-        m = fastlstm.LSTM(7, 17, dtype=dtype, seed=11, **opts)
+    # H = 100: several unit blocks per thread, whose order alternates from step to step and from call to
+    # call (each call starts where the last one ended): no bit may depend on it.
+    for H, opts in ((17, dict()), (17, dict(num_layers=2, proj_size=3, peephole=True)), (17, dict(batch_first=True)),
+                    (100, dict(num_layers=2))):
+        m = fastlstm.LSTM(7, H, dtype=dtype, seed=11, **opts)
         x = rng.standard_normal((5, 3, 7)).astype(dtype)
         xs = np.swapaxes(x, 0, 1) if m.batch_first else x
         y, (h, c) = m(xs)
@@ -130,6 +133,7 @@ def test_step_equals_sequence(isa, rng, dtype):
             out, state = m.step(x[t], state)
             assert np.array_equal(out, (y[:, t] if m.batch_first else y[t]))
         assert np.array_equal(state[0], h) and np.array_equal(state[1], c)
+        assert np.array_equal(m(xs)[0], y)
         out, (h1, c1) = m.step(x[0, 0])  # unbatched
         assert out.shape == (m.config.out_size,) and h1.shape == (m.num_layers, m.config.out_size)
         assert np.array_equal(out, m(x[:1, :1])[0][0, 0])

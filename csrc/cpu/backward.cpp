@@ -129,7 +129,7 @@ struct BackCall {
 
   void run() {
     TeamLease lease(a.num_threads);
-    const int n = lease.form(2 * forward_flops(st.shape, order.work_rows()));
+    const int n = lease.form(team_work(2 * forward_flops(st.shape, order.work_rows()), m.family->weights));
     team.reset(D, n);
     std::size_t M = 0;
     for (int t = 0; t < steps; ++t) M += order.alive(t);

@@ -158,7 +158,7 @@ struct Call {
   void run() {
     order.build(T_, B, a.lengths);
     TeamLease lease(a.num_threads);
-    team.reset(D, lease.form(forward_flops(m.shape, order.work_rows())));
+    team.reset(D, lease.form(team_work(forward_flops(m.shape, order.work_rows()), m.family->weights)));
     const Geometry geo{m.family, m.cell, m.shape};
     const ForwardPlan plan(geo, order.steps, B, team, save != nullptr, sizeof(T));
     // Before anything is written: the outputs (allocated, untouched), the workspace and the saved state.
@@ -173,6 +173,9 @@ struct Call {
 
   void setup(const ForwardPlan& plan, const Workspace& ws) {
     const std::int64_t h_ld = plan.h_ld, c_ld = plan.c_ld;
+    // This call starts its weight passes where the last one ended them, and leaves the next the other end.
+    const bool first_down = m.next_down.load(std::memory_order_relaxed);
+    m.next_down.store(first_down != ((order.steps & 1) != 0), std::memory_order_relaxed);
     const std::size_t hb = mul_sz(mul_sz(B, h_ld), sizeof(T)), cb = mul_sz(mul_sz(B, c_ld), sizeof(T));
     tasks = ws.at<DirTask>(plan.o_tasks);
     work = ws.at<char>(plan.o_work);
@@ -210,6 +213,7 @@ struct Call {
         tk.c_ld = c_ld;
         tk.chunk = plan.chunk;
         tk.group_bytes = kStepGroupBytes;
+        tk.first_down = first_down;
         tk.barrier = team.barrier_of(d);
         load_state(k * D + d, tk, h_ld, c_ld);
         // Layer inputs and outputs: the user's x and y at the ends, sorted-row buffers in between.
@@ -300,7 +304,9 @@ struct Call {
       } else {
         for (int d = 0; d < D; ++d) kernels.run_direction(tasks[k * D + d], gtid, gsize, ws);
       }
-      if (k + 1 < L) team.team.wait();  // the next layer reads both directions' outputs
+      // The next layer reads both directions' outputs. (A direction ends without a barrier of its own: its
+      // threads leave its last step unsynchronised, and the directions of one group share no memory.)
+      if (k + 1 < L) team.team.wait();
     }
   }
 

@@ -1,6 +1,7 @@
 // The CPU engine's packed weights and saved training state.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <vector>
 
@@ -27,6 +28,10 @@ struct PackedModel final : PackedWeights {
   };
   std::vector<Offsets> layers;  // [k * D + d]
   AlignedBuffer data;
+  // The direction the next forward call's first weight pass runs (DirTask::first_down): opposite to the
+  // direction the last call's pass ended in, so that consecutive calls (streaming steps above all) start on
+  // the panels still in cache. Only an order of independent blocks: no result depends on it.
+  mutable std::atomic<bool> next_down{false};
   const void* at(std::size_t offset) const { return static_cast<const char*>(data.data()) + offset; }
   const CellKernels& kernels() const { return family->cells[static_cast<int>(cell)]; }
 };

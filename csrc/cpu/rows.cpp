@@ -44,4 +44,18 @@ double forward_flops(const ModelShape& s, double rows) {
   return per_row * s.directions() * rows;
 }
 
+double team_work(double flops, WeightFormat weights) {
+  switch (weights) {
+    case WeightFormat::kF64:
+      return 2 * flops;
+    case WeightFormat::kBF16:
+      return flops / 2;
+    case WeightFormat::kI8RowScaled:
+      return flops / 4;
+    case WeightFormat::kF32:
+      break;
+  }
+  return flops;
+}
+
 }  // namespace fastlstm::cpu

@@ -51,8 +51,11 @@ struct TeamSplit {
   Barrier* barrier_of(int d) { return &group[groups == 2 ? d : 0]; }
 };
 
-// The floating-point operations of a forward pass over `rows` (time, batch) rows of a model: what decides
-// how long a call may wait for its thread team to gather.
+// The floating-point operations of a forward pass over `rows` (time, batch) rows of a model.
 double forward_flops(const ModelShape& shape, double rows);
+
+// What decides whether a call gathers a thread team and how long it may wait for one: its operations in
+// float32 FMA time. A vdpbf16ps does twice a float32 FMA's products and a vpdpbusd four; float64 half.
+double team_work(double flops, WeightFormat weights);
 
 }  // namespace fastlstm::cpu

@@ -245,9 +245,11 @@ int TeamLease::form(double work_flops) {
   if (formed_) return size_;
   formed_ = true;
   if (size_ == 1) return 1;
-  // Gathering a team costs a few cross-core round trips (~3 us on a VM measured: a 64-unit streaming step
-  // took 3.8 us alone, 6.9 us on two threads); below this much work one thread finishes first.
-  constexpr double kSoloFlops = 150e3;
+  // Gathering a team and the barrier of each step cost a few cross-core round trips; below this much work
+  // one thread finishes first. Streaming steps on Zen 5 (us per call alone / on two threads): float32
+  // H = 128 (262 kFLOP) 4.0 / 3.7, H = 160 (410k) 6.5 / 6.1, H = 192 (590k) 10.5 / 6.6; int8 H = 256 (262k
+  // in float32 time) 4.5 / 5.9, bf16 H = 256 (524k) 9.5 / 7.1.
+  constexpr double kSoloFlops = 400e3;
   if (work_flops < kSoloFlops) {
     Pool::instance().call_mutex.unlock();
     holds_pool_ = false;

@@ -42,7 +42,7 @@ class TeamLease {
   ~TeamLease();
   TeamLease(const TeamLease&) = delete;
   TeamLease& operator=(const TeamLease&) = delete;
-  // Forms the team for a call of about `work_flops` floating-point operations; returns its size (>= 1).
+  // Forms the team for a call of about `work_flops` float32 operations' time (team_work); returns its size (>= 1).
   // kWholeTeam: every worker of the lease, however long it takes them to come (probes that measure a
   // team, and run() without form()).
   static constexpr double kWholeTeam = 1e300;

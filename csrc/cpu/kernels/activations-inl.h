@@ -12,7 +12,8 @@ struct ExpConst<float> {
   static constexpr float kLog2e = 1.44269504088896341f;
   static constexpr float kLn2Hi = 0.693145751953125f;  // ln 2 split so n * kLn2Hi is exact
   static constexpr float kLn2Lo = 1.428606765330187e-06f;
-  static constexpr int kDegree = 7;            // Taylor on |r| <= ln2/2: error 5e-9 relative
+  static constexpr int kDegree = 7;  // Taylor on |r| <= ln2/2: error 5e-9 relative
+  static constexpr float kInvFact[8] = {1.0f, 1.0f, 0.5f, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
   static constexpr float kTanhSmall = 0.625f;  // below: odd polynomial (no cancellation)
   static constexpr int kTanhDegree = 5;
   static constexpr float kTanhQ[11] = {-0.3333328520633291f, 0.13331512272872487f, -0.05374462286253033f,
@@ -26,6 +27,9 @@ struct ExpConst<double> {
   static constexpr double kLn2Hi = 0.6931471803691238;
   static constexpr double kLn2Lo = 1.9082149292705877e-10;
   static constexpr int kDegree = 13;  // error 4e-18 relative
+  static constexpr double kInvFact[14] = {
+      1.0,        1.0,         0.5,          1.0 / 6,       1.0 / 24,       1.0 / 120,       1.0 / 720,
+      1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
   static constexpr double kTanhSmall = 0.625;
   static constexpr int kTanhDegree = 11;
   static constexpr double kTanhQ[11] = {-0.3333333333333285,    0.13333333333260344,    -0.053968253933418246,
@@ -48,13 +52,13 @@ struct Act {
   // e^x for x <= 0 (and NaN).
   static inline R exp_neg(R x) {
     const R xc = V::max_keep_nan(V::set1(C::kLo), x);
-    const R t = V::add(V::mul(xc, V::set1(C::kLog2e)), V::set1(C::kMagic));
+    const R t = V::fma(xc, V::set1(C::kLog2e), V::set1(C::kMagic));
     const R n = V::sub(t, V::set1(C::kMagic));
     R r = V::fma(n, V::set1(-C::kLn2Hi), xc);
     r = V::fma(n, V::set1(-C::kLn2Lo), r);
-    // Taylor series of e^r in Horner form: 1 + r(1 + r/2(1 + r/3(...))).
-    R p = V::set1(T(1));
-    for (int k = C::kDegree; k >= 1; --k) p = V::fma(V::mul(r, V::set1(T(1) / T(k))), p, V::set1(T(1)));
+    // Taylor series of e^r, one FMA per degree (Horner over the coefficients 1/k!).
+    R p = V::set1(C::kInvFact[C::kDegree]);
+    for (int k = C::kDegree - 1; k >= 0; --k) p = V::fma(p, r, V::set1(C::kInvFact[k]));
     const R e = V::mul(p, V::pow2_magic(t));
     return V::select_lt(x, V::set1(C::kLo), V::zero(), e);
   }

@@ -142,11 +142,16 @@ struct Direction {
   }
 
   template <int MR>
-  void project_rows(int m0) {
-    over_blocks<MR>(0, nb_end - nb_begin, false,
+  void project_rows(int m0, bool down) {
+    over_blocks<MR>(0, nb_end - nb_begin, down,
                     [&](auto nblk, int l) { this->template project_tile<MR, decltype(nblk)::value>(l, m0); });
   }
 
+  // The block order of step s's passes (over_blocks): alternating from step to step, from the call's first.
+  bool down_at(int s) const { return ((s & 1) != 0) != tk.first_down; }
+
+  // G for the steps s0 .. s1-1, its W_ih pass in the order of step s0's (a one-step call then alternates
+  // both of its passes from call to call).
   void project_chunk(int s0, int s1) {
     int M = 0;
     for (int s = s0; s < s1; ++s) {
@@ -161,9 +166,11 @@ struct Direction {
         }
       }
     }
+    const bool down = down_at(s0);
     int m = 0;
-    for (; m + V::MR <= M; m += V::MR) project_rows<V::MR>(m);
-    dispatch_tail<V>(M - m, m, [this](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0); });
+    for (; m + V::MR <= M; m += V::MR) project_rows<V::MR>(m, down);
+    dispatch_tail<V>(M - m, m,
+                     [this, down](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0, down); });
   }
 
   // One tile of the recurrent step: z = G + h_prev W_hh^T, then the cell update in registers.
@@ -239,7 +246,7 @@ struct Direction {
         const int t = time_of(s), n = alive(t);
         const T* hprev = hbuf[s & 1];
         T* hnext = hbuf[(s + 1) & 1];
-        const bool down = (s & 1) != 0;  // the block order alternates from step to step (over_blocks)
+        const bool down = down_at(s);
         // This step's operands of h_{t-1}: every row, whole (each thread its own copy).
         if (O::kConvert)
           for (int r = 0; r < n; ++r) O::convert(hprev + r * tk.h_ld, hout, hq + r * O::row_elems(hout), hs + r);
@@ -256,7 +263,9 @@ struct Direction {
           barrier_wait(tk.barrier);  // hpre complete
           over_rows<V>(n, [&](auto mr, int r0) { this->template proj_rows<decltype(mr)::value>(r0, t, hnext); });
         }
-        barrier_wait(tk.barrier);  // h_next complete; everyone is done reading h_prev (and hpre)
+        // h_next complete; everyone is done reading h_prev (and hpre). After the last step the caller's
+        // join (or its barrier before the next layer) is that point: a second one would only cost a round trip.
+        if (s + 1 < tk.steps) barrier_wait(tk.barrier);
         mg0 += n;
       }
     }

@@ -57,3 +57,28 @@ def test_repeated_training_calls_do_not_grow_memory():
     growth, state_bytes = _growth(TRAIN_PROBE)
     assert state_bytes > (8 << 20)  # big enough for the reuse path
     assert growth <= state_bytes + (8 << 20), (growth, state_bytes)
+
+
+OUTPUT_PROBE = """
+import numpy as np, fastlstm
+m = fastlstm.LSTM(256, 256, seed=0)
+x = np.random.default_rng(0).standard_normal((40, 128, 256), dtype=np.float32)
+y1, _ = m(x)  # 5.2 MB: an engine buffer
+small, _ = m(x[:4])  # 0.5 MB: numpy's own memory
+ref = y1.copy()
+addr = y1.__array_interface__["data"][0]
+del y1
+y2, _ = m(x)
+same = y2.__array_interface__["data"][0] == addr
+equal = np.array_equal(y2, ref)
+del m
+y2[:] = 7  # the array owns its memory: valid and writable after the module is gone
+print(int(same), int(equal and (y2 == 7).all()), int(small.flags.owndata), int(y2.flags.c_contiguous))
+"""
+
+
+def test_big_outputs_reuse_the_memory_of_freed_ones():
+    """Outputs from 4 MiB up live in engine buffers that go back to its cache of freed big blocks: the next
+    call's output of that size reuses the pages (no fault and clear per page). They are ordinary arrays."""
+    same, equal, small_owns, contiguous = _growth(OUTPUT_PROBE)
+    assert same == 1 and equal == 1 and small_owns == 1 and contiguous == 1

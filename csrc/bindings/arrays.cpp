@@ -1,6 +1,10 @@
 // Array conversion for the bindings (arrays.h).
 #include "bindings/arrays.h"
 
+#include <memory>
+
+#include "common/memory.h"
+
 namespace fastlstm::bindings {
 
 void type_error(const std::string& msg) { throw py::type_error(msg); }
@@ -15,6 +19,18 @@ py::dtype np_dtype(DType t) {
     default:
       value_error(std::string("dtype: ") + dtype_name(t) + " has no numpy array form here");
   }
+}
+
+py::array new_array(DType t, const std::vector<py::ssize_t>& shape) {
+  const py::dtype dt = np_dtype(t);
+  std::size_t bytes = static_cast<std::size_t>(dt.itemsize());
+  for (const py::ssize_t n : shape) bytes = mul_sz(bytes, static_cast<std::size_t>(n));
+  if (bytes < kRecycledBytes) return py::array(dt, shape);
+  auto buf = std::make_unique<AlignedBuffer>(bytes, /*zero=*/false);
+  void* data = buf->data();
+  py::capsule owner(buf.get(), [](void* p) { delete static_cast<AlignedBuffer*>(p); });
+  buf.release();  // the capsule owns it now
+  return py::array(dt, shape, {}, data, owner);
 }
 
 std::string shape_str(const std::vector<py::ssize_t>& s) {

@@ -75,9 +75,9 @@ BackwardIo backward_io(const PyEngine& e, const PyWeights& w, const PySaved& sav
   if (!dc_n.is_none()) a.dc_n = checked(dc_n, "dc_n", dt, {D * L, B, H});
   const std::vector<py::ssize_t> xshape =
       batch_first ? std::vector<py::ssize_t>{B, T, s.input_size} : std::vector<py::ssize_t>{T, B, s.input_size};
-  io.dx = py::array(np_dtype(dt), xshape);
-  io.dh0 = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, Hout});
-  io.dc0 = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, B, H});
+  io.dx = new_array(dt, xshape);
+  io.dh0 = new_array(dt, {D * L, B, Hout});
+  io.dc0 = new_array(dt, {D * L, B, H});
   a.dx = io.dx.mutable_data();
   a.dx_st = elem_stride(io.dx, ta, "dx");
   a.dx_sb = elem_stride(io.dx, ba, "dx");
@@ -86,7 +86,7 @@ BackwardIo backward_io(const PyEngine& e, const PyWeights& w, const PySaved& sav
   io.masks = mask_pointers(s, dt, masks, static_cast<int>(T), static_cast<int>(B));
   a.masks = io.masks.data();
   io.gp = grad_outputs(s, io.grads, [&](py::dict& d, const char* name, std::vector<py::ssize_t> shape) {
-    py::array arr(np_dtype(dt), shape);
+    py::array arr = new_array(dt, shape);
     d[name] = arr;
     return arr.mutable_data();
   });
@@ -178,9 +178,9 @@ ForwardIo forward_io(const PyEngine& e, const PyWeights& w, const py::array& x, 
   if (!lengths.is_none()) a.lengths = checked_int64(lengths, "lengths", a.B);
   const std::vector<py::ssize_t> yshape =
       batch_first ? std::vector<py::ssize_t>{a.B, a.T, D * Hout} : std::vector<py::ssize_t>{a.T, a.B, D * Hout};
-  io.y = py::array(np_dtype(dt), yshape);
-  io.h_n = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, a.B, Hout});
-  io.c_n = py::array(np_dtype(dt), std::vector<py::ssize_t>{D * L, a.B, H});
+  io.y = new_array(dt, yshape);
+  io.h_n = new_array(dt, {D * L, a.B, Hout});
+  io.c_n = new_array(dt, {D * L, a.B, H});
   a.y = io.y.mutable_data();
   a.y_st = elem_stride(io.y, ta, "y");
   a.y_sb = elem_stride(io.y, ba, "y");

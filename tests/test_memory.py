@@ -78,7 +78,7 @@ print(int(same), int(equal and (y2 == 7).all()), int(small.flags.owndata), int(y
 
 
 def test_big_outputs_reuse_the_memory_of_freed_ones():
-    """Outputs from 4 MiB up live in engine buffers that go back to its cache of freed big blocks: the next
+    """Outputs from 1 MiB up live in engine buffers that go back to its cache of freed big blocks: the next
     call's output of that size reuses the pages (no fault and clear per page). They are ordinary arrays."""
     same, equal, small_owns, contiguous = _growth(OUTPUT_PROBE)
     assert same == 1 and equal == 1 and small_owns == 1 and contiguous == 1

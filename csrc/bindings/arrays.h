@@ -23,7 +23,9 @@ py::dtype np_dtype(DType t);
 // A new C-contiguous array for a call's output (uninitialised, as numpy.empty). From kRecycledBytes up its
 // memory is an engine buffer the array owns, recycled when the array is freed: a training or long-sequence
 // call's outputs of tens of MB then reuse mapped pages (a fresh numpy array faults in and clears each page
-// on the engine's first write: 6.5% of a T=20 B=256 H=1024 inference on Zen 5).
+// on the engine's first write: 6.5% of a T=20 B=256 H=1024 inference on Zen 5; one-thread training at
+// T=100 B=16 H=256, whose y, dx and weight gradients are 1-1.6 MB each, 23.4 ms with them in numpy memory,
+// 20.7 ms recycled).
 py::array new_array(DType t, const std::vector<py::ssize_t>& shape);
 // "(2, 3)" as numpy prints a shape.
 std::string shape_str(const std::vector<py::ssize_t>& s);

@@ -18,7 +18,7 @@ namespace {
 
 // Large buffers on 2 MB boundaries, offered to transparent huge pages: a training call's saved state is
 // tens of MB written once, and 4 KB page faults would cost more than the writes.
-constexpr std::size_t kBig = kRecycledBytes, kHuge = std::size_t(2) << 20;
+constexpr std::size_t kBig = std::size_t(4) << 20, kHuge = std::size_t(2) << 20;
 std::size_t capacity_of(std::size_t bytes) {
   const std::size_t align = bytes >= kBig ? kHuge : 64;
   const std::size_t rounded = (bytes + align - 1) / align * align;
@@ -26,13 +26,13 @@ std::size_t capacity_of(std::size_t bytes) {
   return rounded;
 }
 
-// The last few big buffers freed (at most 256 MB each, 512 MB together), each kept for the next allocation
+// The last few buffers of 1 MiB or more freed (at most 256 MB each, 512 MB together), each kept for the next allocation
 // of about its size: a training call allocates and frees a saved state and a backward workspace, and its
 // outputs (y, dx, the weight gradients) live in such buffers too (bindings' new_array); fresh pages cost a
 // fault and a clear each (~4% of a training step measured at B=16, H=256; 6% of the samples of a
 // bidirectional two-layer one, when only one buffer was kept and the two sizes kept evicting each other).
-// Eight slots: a training step at B=64, H=512 frees about that many (T=100: 166.6 ms against 174-184 ms
-// with its outputs in fresh numpy memory, Zen 5).
+// Sixteen slots: a training step frees about eight such buffers, a two-layer bidirectional one more (T=100
+// B=64 H=512 on Zen 5: 166.6 ms against 174-184 ms with its outputs in fresh numpy memory).
 class BigBlockCache {
  public:
   void* take(std::size_t capacity) {
@@ -78,7 +78,7 @@ class BigBlockCache {
   }
 
  private:
-  static constexpr int kSlots = 8;
+  static constexpr int kSlots = 16;
   static constexpr std::size_t kMaxBlock = std::size_t(256) << 20, kMaxTotal = std::size_t(512) << 20;
   struct Slot {
     void* p = nullptr;
@@ -96,7 +96,7 @@ BigBlockCache& big_blocks() {
 }
 
 void release(void* p, std::size_t bytes) {
-  if (p && bytes >= kBig)
+  if (p && bytes >= kRecycledBytes)
     big_blocks().give(p, capacity_of(bytes));
   else
     std::free(p);
@@ -107,7 +107,7 @@ void release(void* p, std::size_t bytes) {
 AlignedBuffer::AlignedBuffer(std::size_t bytes, bool zero) : n_(bytes) {
   if (bytes == 0) return;
   const std::size_t capacity = capacity_of(bytes);
-  if (bytes >= kBig) p_ = big_blocks().take(capacity);
+  if (bytes >= kRecycledBytes) p_ = big_blocks().take(capacity);
   if (!p_) {
     p_ = std::aligned_alloc(bytes >= kBig ? kHuge : 64, capacity);
     if (!p_) throw std::bad_alloc();

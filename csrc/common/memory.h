@@ -19,10 +19,10 @@ inline std::size_t add_sz(std::size_t a, std::size_t b) {
 }
 inline std::size_t round_up(std::size_t n, std::size_t m) { return (n + m - 1) / m * m; }
 
-// From this size up a buffer lies on 2 MB boundaries, offered to transparent huge pages, and its memory is
-// recycled: the last few freed are kept for the next allocations of about their size (memory.cpp), so a
-// stream of calls reuses pages already mapped instead of faulting in and clearing new ones.
-inline constexpr std::size_t kRecycledBytes = std::size_t(4) << 20;
+// From this size up a buffer's memory is recycled: the last few freed are kept for the next allocations of
+// about their size (memory.cpp), so a stream of calls reuses pages already mapped instead of faulting in and
+// clearing new ones (from 4 MiB up they also lie on 2 MB boundaries, offered to transparent huge pages).
+inline constexpr std::size_t kRecycledBytes = std::size_t(1) << 20;
 
 // A 64-byte aligned byte buffer, zero-initialised unless asked not to be (throws std::bad_alloc).
 class AlignedBuffer {

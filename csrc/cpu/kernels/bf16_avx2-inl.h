@@ -12,6 +12,7 @@ struct Bf16Avx2Ops {
   using R = __m256;
   using A = std::uint32_t;  // a bf16 pair, element k in the low half
   static constexpr bool kConvert = true;
+  static constexpr int kRows = VecF::MR;
   static constexpr bool kTrains = true;  // gives the weight gradients' operands too
 
   static inline std::int64_t row_elems(int K) { return ((K + 1) / 2 + 15) / 16 * 16; }

@@ -97,32 +97,32 @@ inline void store_partial(typename V::T* dst, typename V::R v, int count) {
   }
 }
 
-// Calls f(IntC<mr>{}, m0) for a tail of 1 <= mr < V::MR rows starting at m0 (tile shapes are templates).
-template <class V, class F>
+// Calls f(IntC<mr>{}, m0) for a tail of 1 <= mr < MR rows starting at m0 (tile shapes are templates).
+template <int MR, class F>
 inline void dispatch_tail(int mr, int m0, F f) {
   if (mr <= 0) return;
-  if constexpr (V::MR > 1)
+  if constexpr (MR > 1)
     if (mr == 1) return f(IntC<1>{}, m0);
-  if constexpr (V::MR > 2)
+  if constexpr (MR > 2)
     if (mr == 2) return f(IntC<2>{}, m0);
-  if constexpr (V::MR > 3)
+  if constexpr (MR > 3)
     if (mr == 3) return f(IntC<3>{}, m0);
-  if constexpr (V::MR > 4)
+  if constexpr (MR > 4)
     if (mr == 4) return f(IntC<4>{}, m0);
-  if constexpr (V::MR > 5)
+  if constexpr (MR > 5)
     if (mr == 5) return f(IntC<5>{}, m0);
-  if constexpr (V::MR > 6)
+  if constexpr (MR > 6)
     if (mr == 6) return f(IntC<6>{}, m0);
-  if constexpr (V::MR > 7)
+  if constexpr (MR > 7)
     if (mr == 7) return f(IntC<7>{}, m0);
 }
 
-// Calls f(IntC<V::MR>{}, r0) over full tiles of n rows, then once for the tail.
-template <class V, class F>
+// Calls f(IntC<MR>{}, r0) over full tiles of MR of the n rows, then once for the tail.
+template <int MR, class F>
 inline void over_rows(int n, F f) {
   int r = 0;
-  for (; r + V::MR <= n; r += V::MR) f(IntC<V::MR>{}, r);
-  dispatch_tail<V>(n - r, r, f);
+  for (; r + MR <= n; r += MR) f(IntC<MR>{}, r);
+  dispatch_tail<MR>(n - r, r, f);
 }
 
 // acc[r][g] += sum_m a[m][r] * b[m][g * N ..] for rows m of [m0, m1): the outer-product form of the weight

@@ -30,7 +30,7 @@ struct Grads {
   }
 
   void all_cols(int ncols, int m0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
-    over_rows<V>(ncols, [&](auto mr, int c0) {
+    over_rows<V::MR>(ncols, [&](auto mr, int c0) {
       this->template cols<decltype(mr)::value>(c0, m0, mc, rows, dzp_rows, out, first);
     });
   }
@@ -124,7 +124,7 @@ struct Grads {
 
   void pair_cols(int ncols, int pairs, const typename O::A* ap, std::int64_t ld, const typename O::A* dzp, T* out,
                  bool first) {
-    over_rows<V>(ncols, [&](auto mr, int c0) {
+    over_rows<V::MR>(ncols, [&](auto mr, int c0) {
       constexpr int MR = decltype(mr)::value;
       R acc[MR][NG];
       for (int r = 0; r < MR; ++r)
@@ -144,7 +144,7 @@ struct Grads {
   }
   void hr_cols_dispatch(int mr, int c0, int pb) {
     if (mr == V::MR) return hr_cols<V::MR>(c0, pb);
-    dispatch_tail<V>(mr, c0, [&](auto m, int c) { this->template hr_cols<decltype(m)::value>(c, pb); });
+    dispatch_tail<V::MR>(mr, c0, [&](auto m, int c) { this->template hr_cols<decltype(m)::value>(c, pb); });
   }
 };
 
@@ -248,7 +248,7 @@ struct Dx {
           const bool first = d == 0 && k0 == 0, last = d == tk.D - 1 && k0 + kn == K;
           for (int b0 = ib_begin; b0 < ib_end; b0 += 4) {
             const int b1 = ib_end - b0 < 4 ? ib_end : b0 + 4;
-            over_rows<V>(mn, [&](auto mr, int r0) {
+            over_rows<V::MR>(mn, [&](auto mr, int r0) {
               this->template slice<decltype(mr)::value>(m0 + r0, d, k0, kn, b0, b1, first, last);
             });
           }
@@ -263,7 +263,8 @@ struct Dx {
     if constexpr (!O::kConvert) {
       if (tk.k_slice > 0) return blocked(ib_begin, ib_end);
     }
-    over_rows<V>(tk.M, [&](auto mr, int m0) { this->template rows_all<decltype(mr)::value>(m0, ib_begin, ib_end); });
+    over_rows<V::MR>(tk.M,
+                     [&](auto mr, int m0) { this->template rows_all<decltype(mr)::value>(m0, ib_begin, ib_end); });
   }
 };
 

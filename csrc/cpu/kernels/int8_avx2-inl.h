@@ -16,6 +16,7 @@ struct Int8Avx2Ops {
   using R = __m256;
   using A = std::uint32_t;  // four s8 activations
   static constexpr bool kConvert = true;
+  static constexpr int kRows = VecF::MR;
   static constexpr bool kTrains = false;
 
   static inline std::int64_t row_elems(int K) { return ((K + 3) / 4 + 15) / 16 * 16; }

@@ -4,6 +4,8 @@
 // accumulates their products into the fp32/fp64 accumulators of the cell:
 //
 //   using A                           the element type of an operand row
+//   kRows                             rows per register tile (the accumulators and operands it keeps in
+//                                     registers without a spill: the tile shape is the policy's)
 //   kConvert                          rows are converted into A first (false: the rows are used where they lie)
 //   row_elems(K)                      A elements of a converted row of K values (a multiple of 16: whole
 //                                     vectors may be written past K, as zeros)
@@ -23,6 +25,7 @@ struct NativeOps {
   using R = typename V::R;
   using A = T;
   static constexpr bool kConvert = false;
+  static constexpr int kRows = V::MR;
   static constexpr bool kTrains = true;  // gives the weight gradients' operands too
 
   static inline std::int64_t row_elems(int K) { return K; }

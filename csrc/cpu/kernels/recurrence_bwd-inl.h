@@ -59,7 +59,7 @@ struct Backward {
     if (!proj) return;
     barrier_wait(tk.barrier);
     for (int t = 0; t < tk.steps; ++t) {
-      over_rows<V>(alive(t), [&](auto mr, int r0) { this->template project_rows<decltype(mr)::value>(t, r0); });
+      over_rows<V::MR>(alive(t), [&](auto mr, int r0) { this->template project_rows<decltype(mr)::value>(t, r0); });
     }
   }
   template <int MR>
@@ -161,7 +161,8 @@ struct Backward {
       const int kn = K - k0 < kc ? K - k0 : kc;
       for (int b0 = ob_begin; b0 < ob_end; b0 += 4) {
         const int b1 = ob_end - b0 < 4 ? ob_end : b0 + 4;
-        over_rows<V>(n, [&](auto mr, int r0) { this->template dh_slice<decltype(mr)::value>(t, r0, k0, kn, b0, b1); });
+        over_rows<V::MR>(n,
+                         [&](auto mr, int r0) { this->template dh_slice<decltype(mr)::value>(t, r0, k0, kn, b0, b1); });
       }
     }
   }
@@ -174,7 +175,7 @@ struct Backward {
       add_dy(t);
       if (tk.P > 0) {
         barrier_wait(tk.barrier);  // dh complete on every column
-        over_rows<V>(n, [&](auto mr, int r0) { this->template dpre_rows<decltype(mr)::value>(r0); });
+        over_rows<V::MR>(n, [&](auto mr, int r0) { this->template dpre_rows<decltype(mr)::value>(r0); });
       }
       pointwise(t);
       barrier_wait(tk.barrier);  // dz_t complete on every unit
@@ -184,7 +185,7 @@ struct Backward {
           continue;
         }
       }
-      over_rows<V>(n, [&](auto mr, int r0) { this->template dh_rows<decltype(mr)::value>(t, r0); });
+      over_rows<V::MR>(n, [&](auto mr, int r0) { this->template dh_rows<decltype(mr)::value>(t, r0); });
     }
     barrier_wait(tk.barrier);
   }

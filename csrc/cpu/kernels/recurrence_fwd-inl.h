@@ -171,9 +171,9 @@ struct Direction {
     }
     const bool down = down_at(s0);
     int m = 0;
-    for (; m + V::MR <= M; m += V::MR) project_rows<V::MR>(m, down);
-    dispatch_tail<V>(M - m, m,
-                     [this, down](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0, down); });
+    for (; m + O::kRows <= M; m += O::kRows) project_rows<O::kRows>(m, down);
+    dispatch_tail<O::kRows>(
+        M - m, m, [this, down](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0, down); });
   }
 
   // One tile of the recurrent step: z = G + h_prev W_hh^T, then the cell update in registers.
@@ -258,13 +258,13 @@ struct Direction {
         // share outgrows L2 (B = 16, H = 512: three passes over 2 MB per step and thread).
         for (int j = 0; j < ngroups; ++j) {
           const int l0 = (down ? ngroups - 1 - j : j) * step_group, l1 = l0 + step_group < nbl ? l0 + step_group : nbl;
-          over_rows<V>(n, [&](auto mr, int r0) {
+          over_rows<O::kRows>(n, [&](auto mr, int r0) {
             this->template step_rows<decltype(mr)::value>(l0, l1, down, r0, mg0, t, hprev, hnext);
           });
         }
         if (tk.P > 0) {
           barrier_wait(tk.barrier);  // hpre complete
-          over_rows<V>(n, [&](auto mr, int r0) { this->template proj_rows<decltype(mr)::value>(r0, t, hnext); });
+          over_rows<V::MR>(n, [&](auto mr, int r0) { this->template proj_rows<decltype(mr)::value>(r0, t, hnext); });
         }
         // h_next complete; everyone is done reading h_prev (and hpre). After the last step the caller's
         // join (or its barrier before the next layer) is that point: a second one would only cost a round trip.

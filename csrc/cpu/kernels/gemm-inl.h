@@ -2,8 +2,9 @@
 // Included INSIDE a family's namespace (kernels/family-inl.h). No standard-library templates here (an inline
 // template instantiated with wide-ISA flags could be merged by the linker into baseline code).
 //
-// V provides: T (element), R (register), N (lanes), MR (rows per tile), load, store, stream (a non-temporal
-// store to an aligned address), set1, zero, add, sub, mul, div, fma(a, b, c) = a * b + c, abs,
+// V provides: T (element), R (register), N (lanes), MR (rows per tile), kPairOneRow (a one-row tile of the
+// recurrence takes two unit blocks), load, store, stream (a non-temporal store to an aligned address), set1,
+// zero, add, sub, mul, div, fma(a, b, c) = a * b + c, abs,
 // max_keep_nan(lo, x) (x when x is NaN), select_ge0(x, a, b) = x >= 0 ? a : b,
 // select_lt(x, lim, a, b) = x < lim ? a : b, copysign(mag, sgn), and pow2_magic(t): 2^n from
 // t = n + magic (n integral, within the normal exponent range; see ExpConst in activations-inl.h).

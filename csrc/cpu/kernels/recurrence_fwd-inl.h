@@ -122,10 +122,10 @@ struct Direction {
   }
 
   // Calls tile(IntC<nblk>{}, l) over my local unit blocks [l0, l1) in tiles of nblk blocks: two at a time
-  // with two rows (sixteen FMA chains in flight), else one; first to last or, with `down`, last to first.
-  // (One row is bound by the weights' stream, not by FMA latency: two panels at once made T=100 B=1 on Zen 5
-  // slower, H=128 172 -> 160 us, H=512 2.04 -> 1.84 ms, int8 H=512 470 -> 436 us; B=2 H=128 gains 4% from
-  // them.) The blocks
+  // with two rows, and with one where the ISA gains from it (V::kPairOneRow), else one; first to last or, with
+  // `down`, last to first. One row is bound by the weights' stream: on Zen 5 two panels at once slowed the
+  // AVX-512 kernels (T=100 B=1 H=128 172 -> 160 us without, H=512 2.04 -> 1.84 ms, int8 H=512 470 -> 436 us)
+  // and sped up the AVX2 ones (H=128 164 -> 140 us, H=256 594 -> 525 us); B=2 gains 4% from them. The blocks
   // are independent, so the order changes no result. The step alternates it: each step then starts on the
   // W_hh panels the previous one read last, still in cache when a thread's share outgrows its L2 (a cyclic
   // pass over such a share misses on every line under LRU replacement; T=100 B=1 H=512 on Zen 5: 1.2x).
@@ -133,12 +133,12 @@ struct Direction {
   static void over_blocks(int l0, int l1, bool down, F tile) {
     if (!down) {
       int l = l0;
-      if (MR == 2)
+      if (MR == 2 || (MR == 1 && V::kPairOneRow))
         for (; l + 2 <= l1; l += 2) tile(IntC<2>{}, l);
       for (; l < l1; ++l) tile(IntC<1>{}, l);
     } else {
       int l = l1;
-      if (MR == 2)
+      if (MR == 2 || (MR == 1 && V::kPairOneRow))
         for (; l - 2 >= l0; l -= 2) tile(IntC<2>{}, l - 2);
       for (; l > l0; --l) tile(IntC<1>{}, l - 1);
     }

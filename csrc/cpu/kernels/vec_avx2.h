@@ -7,6 +7,7 @@ struct VecF {
   using T = float;
   using R = __m256;
   static constexpr int N = 8, MR = 3;
+  static constexpr bool kPairOneRow = true;  // one row: two unit blocks per tile (recurrence_fwd-inl.h)
   static R load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static void stream(T* p, R v) { _mm256_stream_ps(p, v); }  // p aligned to the vector
@@ -35,6 +36,7 @@ struct VecD {
   using T = double;
   using R = __m256d;
   static constexpr int N = 4, MR = 3;
+  static constexpr bool kPairOneRow = true;
   static R load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static void stream(T* p, R v) { _mm256_stream_pd(p, v); }

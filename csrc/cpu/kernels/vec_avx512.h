@@ -7,6 +7,7 @@ struct VecF {
   using T = float;
   using R = __m512;
   static constexpr int N = 16, MR = 6;
+  static constexpr bool kPairOneRow = false;  // one row: one unit block per tile (recurrence_fwd-inl.h)
   static R load(const T* p) { return _mm512_loadu_ps(p); }
   static void store(T* p, R v) { _mm512_storeu_ps(p, v); }
   static void stream(T* p, R v) { _mm512_stream_ps(p, v); }  // p aligned to the vector
@@ -37,6 +38,7 @@ struct VecD {
   using T = double;
   using R = __m512d;
   static constexpr int N = 8, MR = 6;
+  static constexpr bool kPairOneRow = false;
   static R load(const T* p) { return _mm512_loadu_pd(p); }
   static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
   static void stream(T* p, R v) { _mm512_stream_pd(p, v); }

@@ -14,10 +14,6 @@ struct ExpConst<float> {
   static constexpr float kLn2Lo = 1.428606765330187e-06f;
   static constexpr int kDegree = 7;  // Taylor on |r| <= ln2/2: error 5e-9 relative
   static constexpr float kInvFact[8] = {1.0f, 1.0f, 0.5f, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040};
-  static constexpr float kTanhSmall = 0.625f;  // below: odd polynomial (no cancellation)
-  static constexpr int kTanhDegree = 5;
-  static constexpr float kTanhQ[11] = {-0.3333328520633291f, 0.13331512272872487f, -0.05374462286253033f,
-                                       0.02065300359455625f, -0.005718820811281407f};
 };
 template <>
 struct ExpConst<double> {
@@ -30,12 +26,6 @@ struct ExpConst<double> {
   static constexpr double kInvFact[14] = {
       1.0,        1.0,         0.5,          1.0 / 6,       1.0 / 24,       1.0 / 120,       1.0 / 720,
       1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
-  static constexpr double kTanhSmall = 0.625;
-  static constexpr int kTanhDegree = 11;
-  static constexpr double kTanhQ[11] = {-0.3333333333333285,    0.13333333333260344,    -0.053968253933418246,
-                                        0.021869487679703703,   -0.008863222800289557,  0.003592005605828454,
-                                        -0.0014550477927683615, 0.0005866118152935458,  -0.00022915630009969718,
-                                        7.780320822386798e-05,  -1.6385253430807315e-05};
 };
 
 // Activations, bitwise identical in every family. Maximum errors against the float64 truth over the whole

@@ -252,6 +252,31 @@ def test_a_small_int8_row_measures_every_side(threads):
     assert row["sides"]["fastlstm-int8"]["ratio"] == 1
 
 
+@pytest.mark.skipif("bf16" not in fastlstm.backends()["cpu"]["precisions"]["float32"],
+                    reason="this CPU does not run bf16")
+def test_a_small_bf16_row_has_openvino_as_an_optional_peer(monkeypatch):
+    """bf16 inference rows list OpenVINO among their peers (training rows do not: it does no training). Without
+    openvino installed its side is skipped with the install command; with it (and bf16 in OpenVINO on this
+    CPU) it is measured like the others."""
+    case = cases.LowpCase("tiny", "bf16", 12, 3, 16, 24)
+    assert lowp.peers(case) == ["torch-bf16", "openvino-bf16"]
+    assert lowp.peers(cases.LowpCase("tiny", "bf16", 12, 3, 16, 24, kind="train")) == ["torch-bf16"]
+    from fastlstm.bench import baselines
+
+    real = baselines.installed
+    with monkeypatch.context() as mp:
+        mp.setattr(baselines, "installed", lambda name: name != "openvino" and real(name))
+        row = lowp.run_case(case, threads=1, reps=1, warmup=1, desc="")
+    side = row["sides"]["openvino-bf16"]
+    assert side["status"] == "skipped" and side["reason"].endswith("install with: pip install openvino")
+    row = lowp.run_case(case, threads=1, reps=1, warmup=1, desc="")
+    side = row["sides"]["openvino-bf16"]
+    if side["status"] == "ok":
+        assert side["ms"] > 0 and 0 < side["error"]["rms"] <= side["error"]["max_abs"] < 0.02
+    else:
+        assert side["status"] == "skipped" and ("pip install openvino" in side["reason"] or "no bf16" in side["reason"])
+
+
 def _run(*args, cwd):
     return subprocess.run([sys.executable, "-m", "fastlstm", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300)

@@ -23,6 +23,7 @@ INSTALL = {
     "torch": "pip install torch --index-url https://download.pytorch.org/whl/cpu",
     "onnx": "pip install onnx onnxruntime",
     "onnxruntime": "pip install onnx onnxruntime",
+    "openvino": "pip install openvino",
 }
 
 

@@ -6,8 +6,10 @@ the others as in the float32 table.
 Peers: bf16 rows: torch.nn.LSTM under torch.autocast("cpu", dtype=torch.bfloat16) (inference under
 torch.no_grad(); training: the autocast forward, then backward). int8 rows: torch's dynamic int8 LSTM
 (torch.ao.quantization.quantize_dynamic) and onnxruntime's dynamically quantized LSTM
-(onnxruntime.quantization.quantize_dynamic: DynamicQuantizeLSTM). The int8 step row: torch.nn.LSTMCell in
-float32 and torch's dynamic int8 LSTMCell."""
+(onnxruntime.quantization.quantize_dynamic: DynamicQuantizeLSTM). bf16 inference rows also: OpenVINO (an
+optional peer: pip install openvino) compiling the float32 ONNX model with INFERENCE_PRECISION_HINT bf16,
+the precision it picks by itself on CPUs with AVX512_BF16. The int8 step row: torch.nn.LSTMCell in float32
+and torch's dynamic int8 LSTMCell."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ LABELS = {  # side -> what the table calls it
     "fastlstm-bf16": "fastlstm bf16", "fastlstm-int8": "fastlstm int8", "fastlstm-fp32": "fastlstm fp32",
     "torch-bf16": "torch bf16 autocast", "torch-int8": "torch dynamic int8", "onnxruntime-int8": "onnxruntime int8",
     "torch-lstmcell": "torch LSTMCell fp32", "torch-int8-lstmcell": "torch int8 LSTMCell",
+    "openvino-bf16": "OpenVINO bf16",
 }
 INSTRUCTIONS = {"bf16": "AVX512_BF16", "int8": "AVX512_VNNI"}
 ERROR_OF = {"infer": "y", "train": "dx", "step": f"h of {STEP_CHECK} steps"}
@@ -45,7 +48,9 @@ def peers(case) -> list[str]:
     """The row's peer sides (besides fastlstm in the row's precision and in float32)."""
     if case.kind == "step":
         return ["torch-lstmcell", f"torch-{case.precision}-lstmcell"]
-    return ["torch-bf16"] if case.precision == "bf16" else ["torch-int8", "onnxruntime-int8"]
+    if case.precision == "bf16":
+        return ["torch-bf16"] + (["openvino-bf16"] if case.kind == "infer" else [])
+    return ["torch-int8", "onnxruntime-int8"]
 
 
 def errors(out, ref) -> dict:
@@ -202,6 +207,32 @@ def _onnxruntime_int8(case, inp: _Inputs, threads: int):
     return run, run
 
 
+def _openvino_bf16(case, inp: _Inputs, threads: int):
+    skip = _not_installed("onnx", "openvino")
+    if skip:
+        raise skip
+    import openvino as ov
+
+    from fastlstm.convert.onnx import lstm_model
+
+    core = ov.Core()
+    if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        raise Skip("OpenVINO runs no bf16 on this CPU")
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "lstm.onnx")
+        with open(path, "wb") as f:
+            f.write(lstm_model(inp.cfg, inp.params))
+        model = core.read_model(path)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                 "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    y = compiled.output(0)
+
+    def run():
+        return np.array(request.infer({"X0": inp.x})[y], np.float32)
+    return run, run
+
+
 def makers(case, inp: _Inputs, threads: int) -> dict:
     """{side: make}: make() sets the side up and returns (call, check), or raises (Skip: it cannot run here).
     The first side is fastlstm in the row's precision: its failure (a ValueError: this CPU or this version
@@ -211,6 +242,8 @@ def makers(case, inp: _Inputs, threads: int) -> dict:
     for side in peers(case):
         if side == "onnxruntime-int8":
             out[side] = lambda: _onnxruntime_int8(case, inp, threads)
+        elif side == "openvino-bf16":
+            out[side] = lambda: _openvino_bf16(case, inp, threads)
         else:
             out[side] = lambda s=side: _torch(case, inp, s, threads)
     return out

@@ -11,7 +11,7 @@ WIDTH = 120  # a row's skip or error reason longer than fits on its line goes to
 PLOT_GROUPS = {  # side -> the plot's bar (and legend entry) it is drawn as
     "fastlstm-fp32": "fastlstm fp32", "torch-bf16": "torch low precision", "torch-int8": "torch low precision",
     "torch-int8-lstmcell": "torch low precision", "onnxruntime-int8": "onnxruntime int8",
-    "torch-lstmcell": "torch fp32 (LSTMCell)",
+    "torch-lstmcell": "torch fp32 (LSTMCell)", "openvino-bf16": "OpenVINO bf16",
 }
 
 
@@ -94,7 +94,8 @@ LEGEND = [
     "peers       torch bf16 autocast: torch.nn.LSTM under torch.autocast(\"cpu\", dtype=torch.bfloat16) in",
     "            torch.no_grad() (training: the autocast forward, then backward); torch dynamic int8:",
     "            torch.ao.quantization.quantize_dynamic; onnxruntime int8: onnxruntime.quantization.quantize_dynamic",
-    "            (DynamicQuantizeLSTM); torch LSTMCell fp32: torch.nn.LSTMCell, one step per call",
+    "            (DynamicQuantizeLSTM); torch LSTMCell fp32: torch.nn.LSTMCell, one step per call; OpenVINO bf16:",
+    "            the float32 ONNX model compiled with INFERENCE_PRECISION_HINT bf16 (optional: pip install openvino)",
 ]
 
 

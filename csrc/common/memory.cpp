@@ -18,9 +18,9 @@ namespace {
 
 // Large buffers on 2 MB boundaries, offered to transparent huge pages: a training call's saved state is
 // tens of MB written once, and 4 KB page faults would cost more than the writes.
-constexpr std::size_t kBig = std::size_t(4) << 20, kHuge = std::size_t(2) << 20;
+constexpr std::size_t kHugeFrom = std::size_t(4) << 20, kHuge = std::size_t(2) << 20;
 std::size_t capacity_of(std::size_t bytes) {
-  const std::size_t align = bytes >= kBig ? kHuge : 64;
+  const std::size_t align = bytes >= kHugeFrom ? kHuge : 64;
   const std::size_t rounded = (bytes + align - 1) / align * align;
   if (rounded < bytes) throw std::bad_alloc();
   return rounded;
@@ -109,10 +109,10 @@ AlignedBuffer::AlignedBuffer(std::size_t bytes, bool zero) : n_(bytes) {
   const std::size_t capacity = capacity_of(bytes);
   if (bytes >= kRecycledBytes) p_ = big_blocks().take(capacity);
   if (!p_) {
-    p_ = std::aligned_alloc(bytes >= kBig ? kHuge : 64, capacity);
+    p_ = std::aligned_alloc(bytes >= kHugeFrom ? kHuge : 64, capacity);
     if (!p_) throw std::bad_alloc();
 #if defined(MADV_HUGEPAGE)
-    if (bytes >= kBig) madvise(p_, capacity, MADV_HUGEPAGE);
+    if (bytes >= kHugeFrom) madvise(p_, capacity, MADV_HUGEPAGE);
 #endif
   }
   if (zero) std::memset(p_, 0, capacity);

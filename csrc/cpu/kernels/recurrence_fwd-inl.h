@@ -131,14 +131,15 @@ struct Direction {
   // pass over such a share misses on every line under LRU replacement; T=100 B=1 H=512 on Zen 5: 1.2x).
   template <int MR, class F>
   static void over_blocks(int l0, int l1, bool down, F tile) {
+    constexpr bool kPairs = MR == 2 || (MR == 1 && V::kPairOneRow);
     if (!down) {
       int l = l0;
-      if (MR == 2 || (MR == 1 && V::kPairOneRow))
+      if (kPairs)
         for (; l + 2 <= l1; l += 2) tile(IntC<2>{}, l);
       for (; l < l1; ++l) tile(IntC<1>{}, l);
     } else {
       int l = l1;
-      if (MR == 2 || (MR == 1 && V::kPairOneRow))
+      if (kPairs)
         for (; l - 2 >= l0; l -= 2) tile(IntC<2>{}, l - 2);
       for (; l > l0; --l) tile(IntC<1>{}, l - 1);
     }
@@ -170,10 +171,8 @@ struct Direction {
       }
     }
     const bool down = down_at(s0);
-    int m = 0;
-    for (; m + O::kRows <= M; m += O::kRows) project_rows<O::kRows>(m, down);
-    dispatch_tail<O::kRows>(
-        M - m, m, [this, down](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0, down); });
+    over_rows<O::kRows>(M,
+                        [this, down](auto mr, int m0) { this->template project_rows<decltype(mr)::value>(m0, down); });
   }
 
   // One tile of the recurrent step: z = G + h_prev W_hh^T, then the cell update in registers.

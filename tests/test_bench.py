@@ -246,8 +246,10 @@ def test_a_small_int8_row_measures_every_side(threads):
     row = lowp.run_case(cases.LowpCase("tiny", "int8", 12, 3, 16, 24), threads=1, reps=1, warmup=1, desc="")
     assert row["status"] == "ok" and list(row["sides"])[:2] == ["fastlstm-int8", "fastlstm-fp32"]
     ok = {k: e for k, e in row["sides"].items() if e["status"] == "ok"}
-    for key, e in ok.items():
-        assert e["ms"] > 0 and 0 < e["error"]["rms"] <= e["error"]["max_abs"] < 0.05, key
+    for key, e in ok.items():  # a peer's own error, not ours: onnxruntime's AVX2 int8 kernel (vpmaddubsw on
+        # u8 x s8) saturates its pair sums, 0.12 on this row on AMD Zen 3, 2.4e-3 with AVX512_VNNI
+        bound = 0.05 if key.startswith("fastlstm") else 0.5
+        assert e["ms"] > 0 and 0 < e["error"]["rms"] <= e["error"]["max_abs"] < bound, key
     assert ok["fastlstm-fp32"]["error"]["max_abs"] < 1e-5 < ok["fastlstm-int8"]["error"]["max_abs"]
     assert row["sides"]["fastlstm-int8"]["ratio"] == 1
 

@@ -18,6 +18,7 @@ import pytest
 import fastlstm
 from fastlstm import _runtime, reference
 from fastlstm._backends import cpu as cpu_backend
+from fastlstm.bench.lowp import torch_bf16_autocast
 from test_engine import CASES, _inputs
 
 NATIVE = fastlstm.backends()["cpu"]["precisions"]["float32"]  # what this CPU runs (natively or on AVX2)
@@ -233,7 +234,7 @@ def _errors(y, y64) -> tuple[float, float]:
 @pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
 def test_bf16_no_worse_than_torch_autocast(seed, T, B, I, H):
     torch, net, x, sd, cfg, y64 = _peer_case(seed, T, B, I, H)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch_bf16_autocast(torch)[0]():  # ATen's LSTM where oneDNN has no bf16 one
         yt, _ = net(x)
     rms_torch, max_torch = _errors(yt.float().numpy(), y64)
     rms_ours, max_ours = _errors(_ours("bf16", sd, x.numpy(), I, H), y64)
@@ -281,7 +282,7 @@ def test_bf16_training_no_worse_than_torch_autocast(seed, T, B, I, H):
     rdx, _, rg = reference.backward(cfg, {k: v.astype(np.float64) for k, v in sd.items()}, tape,
                                     dy.double().numpy())
     xt = x.clone().requires_grad_()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch_bf16_autocast(torch)[0]():
         yt, _ = net(xt)
     yt.float().backward(dy)
     m = fastlstm.LSTM(I, H, precision="bf16")

@@ -13,6 +13,8 @@ and torch's dynamic int8 LSTMCell."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import tempfile
@@ -105,6 +107,36 @@ def _fastlstm(case, inp: _Inputs, precision: str | None):
     return (lambda: m(x)[0]), (lambda: m(x)[0])
 
 
+@functools.cache
+def _onednn_runs_bf16_lstm(torch) -> bool:
+    """Whether torch's oneDNN LSTM accepts bf16 on this CPU. It refuses without AVX512 ('could not create a
+    primitive descriptor for the LSTM forward propagation primitive')."""
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.LSTM(4, 4)(torch.zeros(2, 1, 4))
+        return True
+    except RuntimeError:
+        return False
+
+
+def torch_bf16_autocast(torch):
+    """-> (context, label): context() enters torch.autocast("cpu", dtype=torch.bfloat16), with oneDNN off
+    where oneDNN refuses its bf16 LSTM: there autocast runs ATen's LSTM on bf16 matmuls, the bf16 LSTM torch
+    offers on such a CPU. label: what the table calls the side."""
+    onednn = _onednn_runs_bf16_lstm(torch)
+
+    @contextlib.contextmanager
+    def context():
+        enabled = torch.backends.mkldnn.enabled  # (mkldnn.flags() would also set TF32, and warn about it)
+        torch.backends.mkldnn.enabled = enabled and onednn
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                yield
+        finally:
+            torch.backends.mkldnn.enabled = enabled
+    return context, LABELS["torch-bf16"] if onednn else "torch bf16 (ATen)"
+
+
 def _quiet_quantize(torch, module, kind):
     """torch's dynamic int8 version of module (torch.nn.LSTM or LSTMCell; a bare one is not swapped: wrap it)."""
     with warnings.catch_warnings():  # torch's eager quantization is deprecated (and says so)
@@ -158,21 +190,23 @@ def _torch(case, inp: _Inputs, side: str, threads: int):
             with torch.no_grad():
                 return q(xt)[0].numpy()
         return run, run
-    bf16 = {"device_type": "cpu", "dtype": torch.bfloat16}
+    bf16, label = torch_bf16_autocast(torch)
     if case.kind == "train":
         def train():
             for p in lstm.parameters():
                 p.grad = None
             xg = xt.detach().requires_grad_()
-            with torch.autocast(**bf16):
+            with bf16():
                 y, _ = lstm(xg)
             y.backward(dyt.to(y.dtype))  # the gradients of sum(y * dy)
             return xg.grad.float().numpy()
+        train.label = label
         return train, train
 
     def infer():
-        with torch.no_grad(), torch.autocast(**bf16):
+        with torch.no_grad(), bf16():
             return lstm(xt)[0].float().numpy()
+    infer.label = label
     return infer, infer
 
 
@@ -285,6 +319,7 @@ def run_case(case, threads: int, reps: int, warmup: int, desc: str) -> dict:
             entry = row["sides"][side] = {"label": LABELS.get(side, side)}
             try:
                 call, check = make()
+                entry["label"] = getattr(call, "label", entry["label"])
                 out = check()
                 if side == ours:  # fastlstm runs this row: now the reference is worth computing
                     ref = inp.reference()

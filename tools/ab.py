@@ -2,7 +2,7 @@
 builds alternating within each repetition (with a pause before each side, so neither side's thread pool is
 still spinning), medians over repetitions, and their ratio.
 
-    python tools/ab.py DIR_OF_OTHER_BUILD [--reps 7] [--only b1-h128,bi2]
+    python tools/ab.py DIR_OF_OTHER_BUILD [--reps 7] [--only b1-h128,bi2] [--precision bf16]
 
 DIR_OF_OTHER_BUILD holds an installed fastlstm package copied under the name fastlstm_before (e.g.
 `cp -r <site-packages>/fastlstm /tmp/ab/fastlstm_before`); its relative imports keep it self-contained. The
@@ -23,6 +23,7 @@ CASES = {  # name: (T, B, H, layers, bidirectional, kind) with I = H, as the ben
     "b1-h128": (100, 1, 128, 1, False, "infer"),
     "b1-h512": (100, 1, 512, 1, False, "infer"),
     "b16-h256": (100, 16, 256, 1, False, "infer"),
+    "b16-h512": (100, 16, 512, 1, False, "infer"),
     "b64-h512": (100, 64, 512, 1, False, "infer"),
     "b256-h1024": (50, 256, 1024, 1, False, "infer"),
     "step-b1-h256": (1, 1, 256, 1, False, "step"),
@@ -34,10 +35,10 @@ CASES = {  # name: (T, B, H, layers, bidirectional, kind) with I = H, as the ben
 }
 
 
-def make_call(mod, name: str):
+def make_call(mod, name: str, precision: str | None = None):
     T, B, H, L, bi, kind = CASES[name]
     rng = np.random.default_rng(0)
-    m = mod.LSTM(H, H, L, bidirectional=bi, seed=1)
+    m = mod.LSTM(H, H, L, bidirectional=bi, seed=1, precision=precision)
     x = rng.standard_normal((T, B, H), dtype=np.float32)
     lengths = rng.integers(20, T + 1, size=B) if kind == "lengths" else None
     if kind == "step":
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("other")
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--only", default="")
+    p.add_argument("--precision", default=None, help="bf16 or int8 (default: the dtype's own)")
     args = p.parse_args(argv)
     sys.path.insert(0, args.other)
     before = importlib.import_module("fastlstm_before")
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     names = [n for n in CASES if not args.only or n in args.only.split(",")]
     print(f"{'config':16s} {'before':>10s} {'after':>10s} {'after/before speed':>20s}")
     for name in names:
-        calls = {"before": make_call(before, name), "after": make_call(after, name)}
+        calls = {k: make_call(mod, name, args.precision) for k, mod in (("before", before), ("after", after))}
         outs = {k: c() for k, c in calls.items()}
         if not np.array_equal(outs["before"], outs["after"]):
             print(f"{name}: outputs differ (max {np.max(np.abs(outs['before'] - outs['after'])):.3g})")

@@ -124,7 +124,7 @@ struct Grads {
 
   void pair_cols(int ncols, int pairs, const typename O::A* ap, std::int64_t ld, const typename O::A* dzp, T* out,
                  bool first) {
-    over_rows<V::MR>(ncols, [&](auto mr, int c0) {
+    over_rows<O::kRows>(ncols, [&](auto mr, int c0) {
       constexpr int MR = decltype(mr)::value;
       R acc[MR][NG];
       for (int r = 0; r < MR; ++r)
@@ -285,6 +285,6 @@ std::size_t training_workspace_impl(int B, int widest_input, int hout, std::int6
   const std::size_t K = static_cast<std::size_t>(C::kGates * c_ld), word = sizeof(typename O::A);
   auto ld = [](int n) { return (static_cast<std::size_t>(n) + 15) / 16 * 16; };
   const std::size_t grads = chunk / 2 * (G4 + ld(widest_input) + ld(hout)) * word;
-  const std::size_t rows = 2 * V::MR * static_cast<std::size_t>(O::row_elems(static_cast<int>(K))) * word;
+  const std::size_t rows = 2 * O::kRows * static_cast<std::size_t>(O::row_elems(static_cast<int>(K))) * word;
   return grads > rows ? grads : rows;
 }

@@ -21,7 +21,7 @@ struct Backward {
   int nb_begin, nb_end;  // my unit blocks
   int ob_begin, ob_end;  // my blocks of h's columns (Hout)
   int hout;
-  A* scratch;  // converting policy: MR rows of dz as operands
+  A* scratch;  // converting policy: O::kRows rows of dz as operands
 
   Backward(const BackTask& task, int tid, int n, void* work) : tk(task), scratch(static_cast<A*>(work)) {
     hout = tk.P > 0 ? tk.P : tk.H;
@@ -185,7 +185,7 @@ struct Backward {
           continue;
         }
       }
-      over_rows<V::MR>(n, [&](auto mr, int r0) { this->template dh_rows<decltype(mr)::value>(t, r0); });
+      over_rows<O::kRows>(n, [&](auto mr, int r0) { this->template dh_rows<decltype(mr)::value>(t, r0); });
     }
     barrier_wait(tk.barrier);
   }

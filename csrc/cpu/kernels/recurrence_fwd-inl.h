@@ -196,22 +196,25 @@ struct Direction {
     for (int b = 0; b < NBLK; ++b) {
       const int u0 = (nb_begin + nb_local + b) * N;
       const int count = tk.H - u0 < N ? tk.H - u0 : N;
+      R z[MR][NG], c[MR], hv[MR];
       for (int r = 0; r < MR; ++r) {
-        T* crow = static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0;
-        R z[NG];
-        for (int gi = 0; gi < NG; ++gi) z[gi] = acc[r][b * NG + gi];
-        R c = V::load(crow);
-        const R hv = C::forward(z, c, static_cast<const T*>(tk.peep) + u0, tk.c_ld, tk.peephole);
-        V::store(crow, c);
-        V::store(hdst + (r0 + r) * hdst_ld + u0, hv);
+        for (int gi = 0; gi < NG; ++gi) z[r][gi] = acc[r][b * NG + gi];
+        c[r] = V::load(static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0);
+      }
+      constexpr int CR = MR <= V::kCellRows ? MR : 1;  // rows whose cells interleave (V::kCellRows)
+      for (int r = 0; r < MR; r += CR)
+        C::template forward<CR>(z + r, c + r, hv + r, static_cast<const T*>(tk.peep) + u0, tk.c_ld, tk.peephole);
+      for (int r = 0; r < MR; ++r) {
+        V::store(static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0, c[r]);
+        V::store(hdst + (r0 + r) * hdst_ld + u0, hv[r]);
         if (tk.save_gates) {  // training: what backward needs, in the packed gate order
           const std::int64_t row = static_cast<std::int64_t>(t) * tk.B + r0 + r;
           T* sg = static_cast<T*>(tk.save_gates) + row * NG * tk.c_ld + (nb_begin + nb_local + b) * G4;
           // Written once, read back only by backward: stream them past the caches that hold W_hh.
-          for (int gi = 0; gi < NG; ++gi) V::stream(sg + gi * N, z[gi]);
-          V::stream(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, c);
+          for (int gi = 0; gi < NG; ++gi) V::stream(sg + gi * N, z[r][gi]);
+          V::stream(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, c[r]);
         }
-        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv, t, r0 + r, u0), count);
+        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv[r], t, r0 + r, u0), count);
       }
     }
   }

@@ -19,26 +19,38 @@ struct LstmCell {
   static constexpr int kGates = 4;   // pre-activation vectors per unit block, packed [i, f, g, o]
   static constexpr int kParams = 3;  // per-unit parameters, stored [kParams][ld]: p_i, p_f, p_o
 
-  // One unit vector of one row. z: the pre-activations in, the post-activation gates out (what backward
-  // needs); c: c_{t-1} in, c_t out. p: the cell parameters at this unit vector (rows ld apart), read only
-  // with peepholes. Returns h_t = o * tanh(c_t).
-  static inline R forward(R (&z)[kGates], R& c, const T* p, std::int64_t ld, bool peephole) {
-    R zi = z[0], zf = z[1], zg = z[2], zo = z[3];
-    const R cp = c;
+  // One unit vector of each of M rows (the rows of a register tile). z[r]: the pre-activations in, the
+  // post-activation gates out (what backward needs); c[r]: c_{t-1} in, c_t out; h[r]: h_t = o * tanh(c_t) out.
+  // p: the cell parameters at this unit vector (rows ld apart), read only with peepholes. Each stage runs
+  // over the M rows before the next one starts, so the rows' independent chains (an activation is a
+  // dependent chain of some fifteen operations and a division) interleave in the instruction stream instead
+  // of waiting on the out-of-order window; every row gets the same operations, so the same bits.
+  template <int M>
+  static inline void forward(R (*z)[kGates], R* c, R* h, const T* p, std::int64_t ld, bool peephole) {
+    R ia[M], fa[M], ga[M], oa[M];
     if (peephole) {
-      zi = V::fma(V::load(p), cp, zi);
-      zf = V::fma(V::load(p + ld), cp, zf);
+      const R pi = V::load(p), pf = V::load(p + ld);
+      for (int r = 0; r < M; ++r) {
+        z[r][0] = V::fma(pi, c[r], z[r][0]);
+        z[r][1] = V::fma(pf, c[r], z[r][1]);
+      }
     }
-    const R ia = Act<V>::sigmoid(zi), fa = Act<V>::sigmoid(zf), ga = Act<V>::tanh(zg);
-    const R cn = V::fma(fa, cp, V::mul(ia, ga));
-    if (peephole) zo = V::fma(V::load(p + 2 * ld), cn, zo);
-    const R oa = Act<V>::sigmoid(zo);
-    z[0] = ia;
-    z[1] = fa;
-    z[2] = ga;
-    z[3] = oa;
-    c = cn;
-    return V::mul(oa, Act<V>::tanh(cn));
+    for (int r = 0; r < M; ++r) ia[r] = Act<V>::sigmoid(z[r][0]);
+    for (int r = 0; r < M; ++r) fa[r] = Act<V>::sigmoid(z[r][1]);
+    for (int r = 0; r < M; ++r) ga[r] = Act<V>::tanh(z[r][2]);
+    for (int r = 0; r < M; ++r) c[r] = V::fma(fa[r], c[r], V::mul(ia[r], ga[r]));
+    if (peephole) {
+      const R po = V::load(p + 2 * ld);
+      for (int r = 0; r < M; ++r) z[r][3] = V::fma(po, c[r], z[r][3]);
+    }
+    for (int r = 0; r < M; ++r) oa[r] = Act<V>::sigmoid(z[r][3]);
+    for (int r = 0; r < M; ++r) h[r] = V::mul(oa[r], Act<V>::tanh(c[r]));
+    for (int r = 0; r < M; ++r) {
+      z[r][0] = ia[r];
+      z[r][1] = fa[r];
+      z[r][2] = ga[r];
+      z[r][3] = oa[r];
+    }
   }
 
   // h_t again from the saved gates of a unit block ([kGates][N]) and c_t: backward recomputes it.

@@ -2,7 +2,7 @@
 // Included INSIDE a family's namespace (kernels/family-inl.h). No standard-library templates here (an inline
 // template instantiated with wide-ISA flags could be merged by the linker into baseline code).
 //
-// V provides: T (element), R (register), N (lanes), MR (rows per tile), kCellRows (rows of a tile whose cell
+// V provides: T (element), R (register), N (lanes), MR (rows per tile), kCells (cells of a tile whose
 // epilogues run interleaved, cells/lstm-inl.h), kPairOneRow (a one-row tile of the
 // recurrence takes two unit blocks), load, store, stream (a non-temporal store to an aligned address), set1,
 // zero, add, sub, mul, div, fma(a, b, c) = a * b + c, abs,

@@ -8,9 +8,9 @@ struct VecF {
   using R = __m256;
   static constexpr int N = 8, MR = 3;
   static constexpr bool kPairOneRow = true;  // one row: two unit blocks per tile (recurrence_fwd-inl.h)
-  // A tile's rows run the cell's epilogue interleaved (cells/lstm-inl.h): T=20 H=128 B=64, one thread on
+  // Up to three cells of a tile run their epilogues interleaved (cells/lstm-inl.h): T=20 H=128 B=64, one thread on
   // AMD Zen 3, 2.77-2.80 -> 2.58-2.63 ms (the best of 30 calls, three alternating runs).
-  static constexpr int kCellRows = 3;
+  static constexpr int kCells = 3;
   static R load(const T* p) { return _mm256_loadu_ps(p); }
   static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static void stream(T* p, R v) { _mm256_stream_ps(p, v); }  // p aligned to the vector
@@ -40,7 +40,7 @@ struct VecD {
   using R = __m256d;
   static constexpr int N = 4, MR = 3;
   static constexpr bool kPairOneRow = true;
-  static constexpr int kCellRows = 3;
+  static constexpr int kCells = 3;
   static R load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static void stream(T* p, R v) { _mm256_stream_pd(p, v); }

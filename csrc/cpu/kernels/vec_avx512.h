@@ -8,8 +8,8 @@ struct VecF {
   using R = __m512;
   static constexpr int N = 16, MR = 6;
   static constexpr bool kPairOneRow = false;  // one row: one unit block per tile (recurrence_fwd-inl.h)
-  // Each row's cell in turn: six rows' interleaved epilogue was 0-3% slower in the kernels on AMD Zen 5.
-  static constexpr int kCellRows = 1;
+  // Each cell in turn: six rows' interleaved epilogue was 0-3% slower in the kernels on AMD Zen 5.
+  static constexpr int kCells = 1;
   static R load(const T* p) { return _mm512_loadu_ps(p); }
   static void store(T* p, R v) { _mm512_storeu_ps(p, v); }
   static void stream(T* p, R v) { _mm512_stream_ps(p, v); }  // p aligned to the vector
@@ -41,7 +41,7 @@ struct VecD {
   using R = __m512d;
   static constexpr int N = 8, MR = 6;
   static constexpr bool kPairOneRow = false;
-  static constexpr int kCellRows = 1;
+  static constexpr int kCells = 1;
   static R load(const T* p) { return _mm512_loadu_pd(p); }
   static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
   static void stream(T* p, R v) { _mm512_stream_pd(p, v); }

@@ -19,30 +19,27 @@ struct LstmCell {
   static constexpr int kGates = 4;   // pre-activation vectors per unit block, packed [i, f, g, o]
   static constexpr int kParams = 3;  // per-unit parameters, stored [kParams][ld]: p_i, p_f, p_o
 
-  // One unit vector of each of M rows (the rows of a register tile). z[r]: the pre-activations in, the
-  // post-activation gates out (what backward needs); c[r]: c_{t-1} in, c_t out; h[r]: h_t = o * tanh(c_t) out.
-  // p: the cell parameters at this unit vector (rows ld apart), read only with peepholes. Each stage runs
-  // over the M rows before the next one starts, so the rows' independent chains (an activation is a
+  // M unit vectors' cells (of a register tile's rows and blocks). z[k]: the pre-activations in, the
+  // post-activation gates out (what backward needs); c[k]: c_{t-1} in, c_t out; h[k]: h_t = o * tanh(c_t) out.
+  // p[k]: the cell parameters at cell k's unit vector (rows ld apart), read only with peepholes. Each stage
+  // runs over the M cells before the next one starts, so their independent chains (an activation is a
   // dependent chain of some fifteen operations and a division) interleave in the instruction stream instead
-  // of waiting on the out-of-order window; every row gets the same operations, so the same bits.
+  // of waiting on the out-of-order window; every cell gets the same operations, so the same bits.
   template <int M>
-  static inline void forward(R (*z)[kGates], R* c, R* h, const T* p, std::int64_t ld, bool peephole) {
+  static inline void forward(R (*z)[kGates], R* c, R* h, const T* const* p, std::int64_t ld, bool peephole) {
     R ia[M], fa[M], ga[M], oa[M];
     if (peephole) {
-      const R pi = V::load(p), pf = V::load(p + ld);
       for (int r = 0; r < M; ++r) {
-        z[r][0] = V::fma(pi, c[r], z[r][0]);
-        z[r][1] = V::fma(pf, c[r], z[r][1]);
+        z[r][0] = V::fma(V::load(p[r]), c[r], z[r][0]);
+        z[r][1] = V::fma(V::load(p[r] + ld), c[r], z[r][1]);
       }
     }
     for (int r = 0; r < M; ++r) ia[r] = Act<V>::sigmoid(z[r][0]);
     for (int r = 0; r < M; ++r) fa[r] = Act<V>::sigmoid(z[r][1]);
     for (int r = 0; r < M; ++r) ga[r] = Act<V>::tanh(z[r][2]);
     for (int r = 0; r < M; ++r) c[r] = V::fma(fa[r], c[r], V::mul(ia[r], ga[r]));
-    if (peephole) {
-      const R po = V::load(p + 2 * ld);
-      for (int r = 0; r < M; ++r) z[r][3] = V::fma(po, c[r], z[r][3]);
-    }
+    if (peephole)
+      for (int r = 0; r < M; ++r) z[r][3] = V::fma(V::load(p[r] + 2 * ld), c[r], z[r][3]);
     for (int r = 0; r < M; ++r) oa[r] = Act<V>::sigmoid(z[r][3]);
     for (int r = 0; r < M; ++r) h[r] = V::mul(oa[r], Act<V>::tanh(c[r]));
     for (int r = 0; r < M; ++r) {

@@ -193,36 +193,33 @@ struct Direction {
     const bool proj = tk.P > 0;
     T* hdst = proj ? static_cast<T*>(tk.hpre) : hnext;
     const std::int64_t hdst_ld = proj ? tk.c_ld : tk.h_ld;
-    // The tile's cells (block-major: cell k = b * MR + r), their epilogues interleaved CR at a time
+    // The tile's cells (block-major: cell k = b * MR + r), CR at a time with their epilogues interleaved
     // (V::kCells: all of them where that many fit, else a block's rows, else one by one).
     constexpr int NC = NBLK * MR;
     constexpr int CR = NC <= V::kCells ? NC : (MR <= V::kCells ? MR : 1);
-    R z[NC][NG], c[NC], hv[NC];
-    const T* pk[NC];
-    for (int b = 0; b < NBLK; ++b) {
-      const int u0 = (nb_begin + nb_local + b) * N;
-      for (int r = 0; r < MR; ++r) {
-        for (int gi = 0; gi < NG; ++gi) z[b * MR + r][gi] = acc[r][b * NG + gi];
-        c[b * MR + r] = V::load(static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0);
-        pk[b * MR + r] = static_cast<const T*>(tk.peep) + u0;
+    for (int k0 = 0; k0 < NC; k0 += CR) {
+      R z[CR][NG], c[CR], hv[CR];
+      const T* pk[CR];
+      for (int j = 0; j < CR; ++j) {
+        const int b = (k0 + j) / MR, r = (k0 + j) % MR, u0 = (nb_begin + nb_local + b) * N;
+        for (int gi = 0; gi < NG; ++gi) z[j][gi] = acc[r][b * NG + gi];
+        c[j] = V::load(static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0);
+        pk[j] = static_cast<const T*>(tk.peep) + u0;
       }
-    }
-    for (int k = 0; k < NC; k += CR) C::template forward<CR>(z + k, c + k, hv + k, pk + k, tk.c_ld, tk.peephole);
-    for (int b = 0; b < NBLK; ++b) {
-      const int u0 = (nb_begin + nb_local + b) * N;
-      const int count = tk.H - u0 < N ? tk.H - u0 : N;
-      for (int r = 0; r < MR; ++r) {
-        const int k = b * MR + r;
-        V::store(static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0, c[k]);
-        V::store(hdst + (r0 + r) * hdst_ld + u0, hv[k]);
+      C::template forward<CR>(z, c, hv, pk, tk.c_ld, tk.peephole);
+      for (int j = 0; j < CR; ++j) {
+        const int b = (k0 + j) / MR, r = (k0 + j) % MR, u0 = (nb_begin + nb_local + b) * N;
+        const int count = tk.H - u0 < N ? tk.H - u0 : N;
+        V::store(static_cast<T*>(tk.c) + (r0 + r) * tk.c_ld + u0, c[j]);
+        V::store(hdst + (r0 + r) * hdst_ld + u0, hv[j]);
         if (tk.save_gates) {  // training: what backward needs, in the packed gate order
           const std::int64_t row = static_cast<std::int64_t>(t) * tk.B + r0 + r;
           T* sg = static_cast<T*>(tk.save_gates) + row * NG * tk.c_ld + (nb_begin + nb_local + b) * G4;
           // Written once, read back only by backward: stream them past the caches that hold W_hh.
-          for (int gi = 0; gi < NG; ++gi) V::stream(sg + gi * N, z[k][gi]);
-          V::stream(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, c[k]);
+          for (int gi = 0; gi < NG; ++gi) V::stream(sg + gi * N, z[j][gi]);
+          V::stream(static_cast<T*>(tk.save_c) + row * tk.c_ld + u0, c[j]);
         }
-        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv[k], t, r0 + r, u0), count);
+        if (!proj) store_partial<V>(y_row(t, r0 + r) + u0, masked(hv[j], t, r0 + r, u0), count);
       }
     }
   }

@@ -234,7 +234,7 @@ def _errors(y, y64) -> tuple[float, float]:
 @pytest.mark.parametrize("seed,T,B,I,H", SHAPES)
 def test_bf16_no_worse_than_torch_autocast(seed, T, B, I, H):
     torch, net, x, sd, cfg, y64 = _peer_case(seed, T, B, I, H)
-    with torch.no_grad(), torch_bf16_autocast(torch)[0]():  # ATen's LSTM where oneDNN has no bf16 one
+    with torch.no_grad(), torch_bf16_autocast(torch)():  # ATen's LSTM where oneDNN has no bf16 one
         yt, _ = net(x)
     rms_torch, max_torch = _errors(yt.float().numpy(), y64)
     rms_ours, max_ours = _errors(_ours("bf16", sd, x.numpy(), I, H), y64)
@@ -282,7 +282,7 @@ def test_bf16_training_no_worse_than_torch_autocast(seed, T, B, I, H):
     rdx, _, rg = reference.backward(cfg, {k: v.astype(np.float64) for k, v in sd.items()}, tape,
                                     dy.double().numpy())
     xt = x.clone().requires_grad_()
-    with torch_bf16_autocast(torch)[0]():
+    with torch_bf16_autocast(torch)():
         yt, _ = net(xt)
     yt.float().backward(dy)
     m = fastlstm.LSTM(I, H, precision="bf16")

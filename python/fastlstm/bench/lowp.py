@@ -27,7 +27,7 @@ import fastlstm
 from fastlstm import reference
 
 from . import report, timing
-from .baselines import STEP_CHECK, Skip, _not_installed
+from .baselines import STEP_CHECK, Skip, _not_installed, installed
 
 LABELS = {  # side -> what the table calls it
     "fastlstm-bf16": "fastlstm bf16", "fastlstm-int8": "fastlstm int8", "fastlstm-fp32": "fastlstm fp32",
@@ -119,10 +119,19 @@ def _onednn_runs_bf16_lstm(torch) -> bool:
         return False
 
 
+def label(side: str) -> str:
+    """What the table calls a side: torch's bf16 side says where it runs ATen's LSTM (torch_bf16_autocast)."""
+    if side == "torch-bf16" and installed("torch"):
+        import torch
+
+        if not _onednn_runs_bf16_lstm(torch):
+            return "torch bf16 (ATen)"
+    return LABELS.get(side, side)
+
+
 def torch_bf16_autocast(torch):
-    """-> (context, label): context() enters torch.autocast("cpu", dtype=torch.bfloat16), with oneDNN off
-    where oneDNN refuses its bf16 LSTM: there autocast runs ATen's LSTM on bf16 matmuls, the bf16 LSTM torch
-    offers on such a CPU. label: what the table calls the side."""
+    """-> context(): torch.autocast("cpu", dtype=torch.bfloat16), with oneDNN off where oneDNN refuses its bf16
+    LSTM: there autocast runs ATen's LSTM on bf16 matmuls, the bf16 LSTM torch offers on such a CPU."""
     onednn = _onednn_runs_bf16_lstm(torch)
 
     @contextlib.contextmanager
@@ -134,7 +143,7 @@ def torch_bf16_autocast(torch):
                 yield
         finally:
             torch.backends.mkldnn.enabled = enabled
-    return context, LABELS["torch-bf16"] if onednn else "torch bf16 (ATen)"
+    return context
 
 
 def _quiet_quantize(torch, module, kind):
@@ -190,7 +199,7 @@ def _torch(case, inp: _Inputs, side: str, threads: int):
             with torch.no_grad():
                 return q(xt)[0].numpy()
         return run, run
-    bf16, label = torch_bf16_autocast(torch)
+    bf16 = torch_bf16_autocast(torch)
     if case.kind == "train":
         def train():
             for p in lstm.parameters():
@@ -200,13 +209,11 @@ def _torch(case, inp: _Inputs, side: str, threads: int):
                 y, _ = lstm(xg)
             y.backward(dyt.to(y.dtype))  # the gradients of sum(y * dy)
             return xg.grad.float().numpy()
-        train.label = label
         return train, train
 
     def infer():
         with torch.no_grad(), bf16():
             return lstm(xt)[0].float().numpy()
-    infer.label = label
     return infer, infer
 
 
@@ -316,10 +323,9 @@ def run_case(case, threads: int, reps: int, warmup: int, desc: str) -> dict:
         inp = _Inputs(case)
         impls = {}
         for side, make in makers(case, inp, threads).items():
-            entry = row["sides"][side] = {"label": LABELS.get(side, side)}
+            entry = row["sides"][side] = {"label": label(side)}
             try:
                 call, check = make()
-                entry["label"] = getattr(call, "label", entry["label"])
                 out = check()
                 if side == ours:  # fastlstm runs this row: now the reference is worth computing
                     ref = inp.reference()

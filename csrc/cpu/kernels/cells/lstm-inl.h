@@ -27,27 +27,20 @@ struct LstmCell {
   // of waiting on the out-of-order window; every cell gets the same operations, so the same bits.
   template <int M>
   static inline void forward(R (*z)[kGates], R* c, R* h, const T* const* p, std::int64_t ld, bool peephole) {
-    R ia[M], fa[M], ga[M], oa[M];
     if (peephole) {
       for (int r = 0; r < M; ++r) {
         z[r][0] = V::fma(V::load(p[r]), c[r], z[r][0]);
         z[r][1] = V::fma(V::load(p[r] + ld), c[r], z[r][1]);
       }
     }
-    for (int r = 0; r < M; ++r) ia[r] = Act<V>::sigmoid(z[r][0]);
-    for (int r = 0; r < M; ++r) fa[r] = Act<V>::sigmoid(z[r][1]);
-    for (int r = 0; r < M; ++r) ga[r] = Act<V>::tanh(z[r][2]);
-    for (int r = 0; r < M; ++r) c[r] = V::fma(fa[r], c[r], V::mul(ia[r], ga[r]));
+    for (int r = 0; r < M; ++r) z[r][0] = Act<V>::sigmoid(z[r][0]);  // i
+    for (int r = 0; r < M; ++r) z[r][1] = Act<V>::sigmoid(z[r][1]);  // f
+    for (int r = 0; r < M; ++r) z[r][2] = Act<V>::tanh(z[r][2]);     // g
+    for (int r = 0; r < M; ++r) c[r] = V::fma(z[r][1], c[r], V::mul(z[r][0], z[r][2]));
     if (peephole)
       for (int r = 0; r < M; ++r) z[r][3] = V::fma(V::load(p[r] + 2 * ld), c[r], z[r][3]);
-    for (int r = 0; r < M; ++r) oa[r] = Act<V>::sigmoid(z[r][3]);
-    for (int r = 0; r < M; ++r) h[r] = V::mul(oa[r], Act<V>::tanh(c[r]));
-    for (int r = 0; r < M; ++r) {
-      z[r][0] = ia[r];
-      z[r][1] = fa[r];
-      z[r][2] = ga[r];
-      z[r][3] = oa[r];
-    }
+    for (int r = 0; r < M; ++r) z[r][3] = Act<V>::sigmoid(z[r][3]);  // o
+    for (int r = 0; r < M; ++r) h[r] = V::mul(z[r][3], Act<V>::tanh(c[r]));
   }
 
   // h_t again from the saved gates of a unit block ([kGates][N]) and c_t: backward recomputes it.

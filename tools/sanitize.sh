@@ -4,9 +4,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
+mapfile -t isa_args < <("$root/tools/host_isa_args.sh")
 cmake -S "$root" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFASTLSTM_CUDA=OFF \
   -DFASTLSTM_SANITIZE=address,undefined -Dpybind11_DIR="$(python -m pybind11 --cmakedir)" \
-  -DPython_EXECUTABLE="$(command -v python)" > "$work/configure.log"
+  -DPython_EXECUTABLE="$(command -v python)" "${isa_args[@]}" > "$work/configure.log"
 cmake --build "$work/build" > "$work/build.log"
 mkdir -p "$work/pkg"
 cp -r "$root/python/fastlstm" "$work/pkg/"

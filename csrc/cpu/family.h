@@ -40,7 +40,7 @@ struct DirTask {
   void* hpre = nullptr;             // [B][c_ld] o * tanh(c) before the projection (P > 0 only)
   std::int64_t h_ld = 0, c_ld = 0;
   int chunk = 1;                 // steps per input-projection chunk
-  std::int64_t group_bytes = 0;  // W_hh panel bytes a step's row tiles pass over at once (0: all of mine)
+  std::int64_t group_bytes = 0;  // panel bytes (W_hh, W_ih) a pass of the row tiles covers at once (0: all of mine)
   bool first_down = false;       // the weight passes of step 0 run last block to first (then alternate)
   Barrier* barrier = nullptr;    // the group's barrier
   // Training forward only (null otherwise): per (t, r) at index t * B + r, the post-activation gates

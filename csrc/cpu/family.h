@@ -98,8 +98,8 @@ struct GradTask {
   void* gp = nullptr;                       // [3][c_ld] (i, f, o)
   void* gw_hr_t = nullptr;                  // [H][h_ld]
   std::int64_t h_ld = 0, c_ld = 0;
-  void* const* work = nullptr;  // per team thread: its scratch (training_workspace bytes)
-  static constexpr int kRowChunk = 512;
+  void* const* work = nullptr;           // per team thread: its scratch (training_workspace bytes)
+  static constexpr int kRowChunk = 128;  // rows per pass of the weight gradients (grads-inl.h)
 };
 
 // dX of a layer: dx(m) = sum over directions of dz_d(m) W_ih_d, times a dropout mask for layers > 0.

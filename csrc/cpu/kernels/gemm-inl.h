@@ -3,7 +3,7 @@
 // template instantiated with wide-ISA flags could be merged by the linker into baseline code).
 //
 // V provides: T (element), R (register), N (lanes), MR (rows per tile), kCells (cells of a tile whose
-// epilogues run interleaved, cells/lstm-inl.h), kPairOneRow (a one-row tile of the
+// epilogues run interleaved, cells/lstm-inl.h), kPairOneRow / kPairTwoRows (a one-row / two-row tile of the
 // recurrence takes two unit blocks), load, store, stream (a non-temporal store to an aligned address), set1,
 // zero, add, sub, mul, div, fma(a, b, c) = a * b + c, abs,
 // max_keep_nan(lo, x) (x when x is NaN), select_ge0(x, a, b) = x >= 0 ? a : b,

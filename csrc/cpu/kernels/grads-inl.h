@@ -12,27 +12,41 @@ struct Grads {
   static constexpr int N = V::N;
   static constexpr int NG = C::kGates;
   static constexpr int G4 = NG * N;
-  static constexpr int kRowChunk = GradTask::kRowChunk;  // rows per pass (the dz panel: 128 KB float, in L2)
+  static constexpr int kRowChunk = GradTask::kRowChunk;  // rows per pass (their operands stay in L2)
 
   const GradTask& tk;
 
-  // out_t[c][block's G4 gate rows] (+)= sum over the chunk's rows m of rows[m0 + m][c] * dzp[m][G4], for the
-  // MR columns from c0: each input row read where it lies (a broadcast of MR neighbours), the block's dz
-  // panel packed contiguously (rows of dz are NG * c_ld apart: a power of two that would crowd a few L1 sets).
+  // out_t[c][block's G4 gate rows] (+)= sum over the chunk's rows m of rows[m][c] * dzp[m][G4], for the MR
+  // columns from c0 (a broadcast of MR neighbours per row). The chunk's operand rows and the block's dz panel
+  // are packed contiguously first: the rows' own strides (I, h_ld, NG * c_ld) are often powers of two, which
+  // put every row's line of a column in the same few L1 and L2 sets (T=100 B=64 H=512 on AMD Zen 3: the
+  // broadcasts missed every cache).
   template <int MR>
-  void cols(int c0, int m0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
+  void cols(int c0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
     R acc[MR][NG];
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < NG; ++g) acc[r][g] = first ? V::zero() : V::load(out + (c0 + r) * NG * tk.c_ld + g * N);
-    tile_outer<V, MR, NG>(0, mc, rows + m0, c0, dzp_rows, 0, acc);
+    tile_outer<V, MR, NG>(0, mc, rows, c0, dzp_rows, 0, acc);
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < NG; ++g) V::store(out + (c0 + r) * NG * tk.c_ld + g * N, acc[r][g]);
   }
 
-  void all_cols(int ncols, int m0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
-    over_rows<V::MR>(ncols, [&](auto mr, int c0) {
-      this->template cols<decltype(mr)::value>(c0, m0, mc, rows, dzp_rows, out, first);
-    });
+  void all_cols(int ncols, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
+    over_rows<V::MR>(
+        ncols, [&](auto mr, int c0) { this->template cols<decltype(mr)::value>(c0, mc, rows, dzp_rows, out, first); });
+  }
+
+  // The row stride of a packed chunk of n-value rows: whole vectors plus one line, so consecutive rows start
+  // in consecutive cache sets.
+  static std::int64_t packed_ld(int n) { return (static_cast<std::int64_t>(n) + 15) / 16 * 16 + 64 / sizeof(T); }
+
+  // Copies rows src[m0 .. m0 + mc) (n values each) to dst, packed_ld(n) apart; rows[m] points at each copy.
+  static void pack_rows(const void* const* src, int m0, int mc, int n, T* dst, const void** rows) {
+    const std::int64_t ld = packed_ld(n);
+    for (int m = 0; m < mc; ++m) {
+      std::memcpy(dst + m * ld, src[m0 + m], static_cast<std::size_t>(n) * sizeof(T));
+      rows[m] = dst + m * ld;
+    }
   }
 
   void run(int tid, int nthreads) {
@@ -42,18 +56,25 @@ struct Grads {
     if constexpr (O::kConvert) {
       weights_in_pairs(nb_begin, nb_end, hout, tid);
     } else {
-      T* dzp = static_cast<T*>(tk.work[tid]);  // [kRowChunk][G4]
+      // Scratch: the dz panel [kRowChunk][G4], then the chunk's x and h_{t-1} rows, packed_ld apart.
+      T* dzp = static_cast<T*>(tk.work[tid]);
+      T* xp = dzp + kRowChunk * G4;
+      T* hp = xp + kRowChunk * packed_ld(tk.I);
       const void* dzp_rows[kRowChunk];
+      const void* x_rows[kRowChunk];
+      const void* h_rows[kRowChunk];
       for (int m = 0; m < kRowChunk; ++m) dzp_rows[m] = dzp + static_cast<std::int64_t>(m) * G4;
       for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
         const int mc = tk.M - m0 < kRowChunk ? tk.M - m0 : kRowChunk;
+        pack_rows(tk.x_rows, m0, mc, tk.I, xp, x_rows);
+        pack_rows(tk.hprev_rows, m0, mc, hout, hp, h_rows);
         for (int nb = nb_begin; nb < nb_end; ++nb) {
           for (int m = 0; m < mc; ++m) {
             const T* src = static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4;
             for (int g = 0; g < NG; ++g) V::store(dzp + m * G4 + g * N, V::load(src + g * N));
           }
-          all_cols(tk.I, m0, mc, tk.x_rows, dzp_rows, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
-          all_cols(hout, m0, mc, tk.hprev_rows, dzp_rows, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
+          all_cols(tk.I, mc, x_rows, dzp_rows, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
+          all_cols(hout, mc, h_rows, dzp_rows, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
         }
       }
     }
@@ -90,7 +111,8 @@ struct Grads {
   // h_{t-1} as pairs of consecutive rows per column (its own copy: a conversion per value against the block
   // products of all its units), and per block the dz panel as pairs of rows; O::outer multiplies them.
   //   scratch: dz pairs [kRowChunk / 2][G4], x pairs [kRowChunk / 2][pair_ld(I)], h pairs [..][pair_ld(hout)]
-  static std::int64_t pair_ld(int n) { return (static_cast<std::int64_t>(n) + 15) / 16 * 16; }
+  // (Whole vectors of 16 words plus a line of them: consecutive rows in consecutive cache sets, as packed_ld.)
+  static std::int64_t pair_ld(int n) { return (static_cast<std::int64_t>(n) + 15) / 16 * 16 + 16; }
 
   void weights_in_pairs(int nb_begin, int nb_end, int hout, int tid) {
     using A = typename O::A;
@@ -281,10 +303,10 @@ std::size_t training_workspace_impl(int B, int widest_input, int hout, std::int6
   (void)B;
   constexpr int G4 = C::kGates * V::N;
   const std::size_t chunk = GradTask::kRowChunk;
-  if (!O::kConvert) return chunk * G4 * sizeof(typename V::T);
+  using G = Grads<V, C, O>;
+  if (!O::kConvert) return chunk * (G4 + G::packed_ld(widest_input) + G::packed_ld(hout)) * sizeof(typename V::T);
   const std::size_t K = static_cast<std::size_t>(C::kGates * c_ld), word = sizeof(typename O::A);
-  auto ld = [](int n) { return (static_cast<std::size_t>(n) + 15) / 16 * 16; };
-  const std::size_t grads = chunk / 2 * (G4 + ld(widest_input) + ld(hout)) * word;
+  const std::size_t grads = chunk / 2 * (G4 + G::pair_ld(widest_input) + G::pair_ld(hout)) * word;
   const std::size_t rows = 2 * O::kRows * static_cast<std::size_t>(O::row_elems(static_cast<int>(K))) * word;
   return grads > rows ? grads : rows;
 }

@@ -8,6 +8,9 @@ struct VecF {
   using R = __m256;
   static constexpr int N = 8, MR = 3;
   static constexpr bool kPairOneRow = true;  // one row: two unit blocks per tile (recurrence_fwd-inl.h)
+  // Two rows: one block per tile. Two blocks' 16 accumulators leave no ymm register for the operands (tools/
+  // tile_rates.sh on AMD Zen 3: fp32 68 G/s with one block, 52 with two; bf16 74 and 53).
+  static constexpr bool kPairTwoRows = false;
   // Up to three cells of a tile run their epilogues interleaved (cells/lstm-inl.h): T=20 H=128 B=64, one thread on
   // AMD Zen 3, 2.77-2.80 -> 2.58-2.63 ms (the best of 30 calls, three alternating runs).
   static constexpr int kCells = 3;
@@ -40,6 +43,7 @@ struct VecD {
   using R = __m256d;
   static constexpr int N = 4, MR = 3;
   static constexpr bool kPairOneRow = true;
+  static constexpr bool kPairTwoRows = false;
   static constexpr int kCells = 3;
   static R load(const T* p) { return _mm256_loadu_pd(p); }
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }

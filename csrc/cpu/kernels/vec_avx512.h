@@ -8,6 +8,7 @@ struct VecF {
   using R = __m512;
   static constexpr int N = 16, MR = 6;
   static constexpr bool kPairOneRow = false;  // one row: one unit block per tile (recurrence_fwd-inl.h)
+  static constexpr bool kPairTwoRows = true;  // two rows: two blocks (16 of the 32 zmm registers)
   // Each cell in turn: six rows' interleaved epilogue was 0-3% slower in the kernels on AMD Zen 5.
   static constexpr int kCells = 1;
   static R load(const T* p) { return _mm512_loadu_ps(p); }
@@ -41,6 +42,7 @@ struct VecD {
   using R = __m512d;
   static constexpr int N = 8, MR = 6;
   static constexpr bool kPairOneRow = false;
+  static constexpr bool kPairTwoRows = true;
   static constexpr int kCells = 1;
   static R load(const T* p) { return _mm512_loadu_pd(p); }
   static void store(T* p, R v) { _mm512_storeu_pd(p, v); }

@@ -9,6 +9,7 @@ struct VecScalar {
   using R = TT;
   static constexpr int N = 1, MR = 4;
   static constexpr bool kPairOneRow = true;
+  static constexpr bool kPairTwoRows = true;
   static constexpr int kCells = 1;
   static R load(const T* p) { return *p; }
   static void store(T* p, R v) { *p = v; }

@@ -127,16 +127,16 @@ inline void over_rows(int n, F f) {
   dispatch_tail<MR>(n - r, r, f);
 }
 
-// acc[r][g] += sum_m a[m][r] * b[m][g * N ..] for rows m of [m0, m1): the outer-product form of the weight
-// gradients (r: MR columns of the layer input / h, g: NG vectors of the packed gate rows).
-template <class V, int MR, int NG>
-inline void tile_outer(int m0, int m1, const void* const* arows, int a0, const void* const* brows, std::int64_t b0,
-                       typename V::R (&acc)[MR][NG]) {
+// acc[r][g] += sum_m a(m)[r] * b(m)[g * N ..] for rows m of [m0, m1): the outer-product form of the weight
+// gradients (r: MR columns of the layer input / h, g: NG vectors of the packed gate rows). a(m), b(m): where
+// row m's operands start (a pointer array's entry, or base + m * stride for rows packed in a chunk).
+template <class V, int MR, int NG, class ARow, class BRow>
+inline void tile_outer(int m0, int m1, ARow arow, BRow brow, typename V::R (&acc)[MR][NG]) {
   using T = typename V::T;
   using R = typename V::R;
   for (int m = m0; m < m1; ++m) {
-    const T* a = static_cast<const T*>(arows[m]) + a0;
-    const T* b = static_cast<const T*>(brows[m]) + b0;
+    const T* a = arow(m);
+    const T* b = brow(m);
     R av[MR];
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) av[r] = V::set1(a[r]);

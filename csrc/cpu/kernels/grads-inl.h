@@ -22,31 +22,33 @@ struct Grads {
   // put every row's line of a column in the same few L1 and L2 sets (T=100 B=64 H=512 on AMD Zen 3: the
   // broadcasts missed every cache).
   template <int MR>
-  void cols(int c0, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
+  void cols(int c0, int mc, const T* rows, std::int64_t ld, const T* dzp, T* out, bool first) {
     R acc[MR][NG];
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < NG; ++g) acc[r][g] = first ? V::zero() : V::load(out + (c0 + r) * NG * tk.c_ld + g * N);
-    tile_outer<V, MR, NG>(0, mc, rows, c0, dzp_rows, 0, acc);
+    tile_outer<V, MR, NG>(0, mc, [=](int m) { return rows + m * ld + c0; }, [=](int m) { return dzp + m * G4; }, acc);
     for (int r = 0; r < MR; ++r)
       for (int g = 0; g < NG; ++g) V::store(out + (c0 + r) * NG * tk.c_ld + g * N, acc[r][g]);
   }
 
-  void all_cols(int ncols, int mc, const void* const* rows, const void* const* dzp_rows, T* out, bool first) {
+  // Every column of a chunk's packed rows (n values each, padded_ld<T>(n) apart) against the block's dz panel.
+  void all_cols(int n, int mc, const T* rows, const T* dzp, T* out, bool first) {
+    const std::int64_t ld = padded_ld<T>(n);
     over_rows<V::MR>(
-        ncols, [&](auto mr, int c0) { this->template cols<decltype(mr)::value>(c0, mc, rows, dzp_rows, out, first); });
+        n, [&](auto mr, int c0) { this->template cols<decltype(mr)::value>(c0, mc, rows, ld, dzp, out, first); });
   }
 
-  // The row stride of a packed chunk of n-value rows: whole vectors plus one line, so consecutive rows start
-  // in consecutive cache sets.
-  static std::int64_t packed_ld(int n) { return (static_cast<std::int64_t>(n) + 15) / 16 * 16 + 64 / sizeof(T); }
+  // The row stride of a chunk's packed rows of n elements E (values, or bf16 pairs): whole vectors of 16 plus
+  // one cache line, so consecutive rows start in consecutive cache sets.
+  template <class E>
+  static std::int64_t padded_ld(int n) {
+    return (static_cast<std::int64_t>(n) + 15) / 16 * 16 + static_cast<std::int64_t>(64 / sizeof(E));
+  }
 
-  // Copies rows src[m0 .. m0 + mc) (n values each) to dst, packed_ld(n) apart; rows[m] points at each copy.
-  static void pack_rows(const void* const* src, int m0, int mc, int n, T* dst, const void** rows) {
-    const std::int64_t ld = packed_ld(n);
-    for (int m = 0; m < mc; ++m) {
-      std::memcpy(dst + m * ld, src[m0 + m], static_cast<std::size_t>(n) * sizeof(T));
-      rows[m] = dst + m * ld;
-    }
+  // Copies rows src[m0 .. m0 + mc) (n values each) to dst, padded_ld<T>(n) apart.
+  static void pack_rows(const void* const* src, int m0, int mc, int n, T* dst) {
+    const std::int64_t ld = padded_ld<T>(n);
+    for (int m = 0; m < mc; ++m) std::memcpy(dst + m * ld, src[m0 + m], static_cast<std::size_t>(n) * sizeof(T));
   }
 
   void run(int tid, int nthreads) {
@@ -56,25 +58,21 @@ struct Grads {
     if constexpr (O::kConvert) {
       weights_in_pairs(nb_begin, nb_end, hout, tid);
     } else {
-      // Scratch: the dz panel [kRowChunk][G4], then the chunk's x and h_{t-1} rows, packed_ld apart.
+      // Scratch: the dz panel [kRowChunk][G4], then the chunk's x and h_{t-1} rows, padded_ld apart.
       T* dzp = static_cast<T*>(tk.work[tid]);
       T* xp = dzp + kRowChunk * G4;
-      T* hp = xp + kRowChunk * packed_ld(tk.I);
-      const void* dzp_rows[kRowChunk];
-      const void* x_rows[kRowChunk];
-      const void* h_rows[kRowChunk];
-      for (int m = 0; m < kRowChunk; ++m) dzp_rows[m] = dzp + static_cast<std::int64_t>(m) * G4;
+      T* hp = xp + kRowChunk * padded_ld<T>(tk.I);
       for (int m0 = 0; m0 < tk.M; m0 += kRowChunk) {
         const int mc = tk.M - m0 < kRowChunk ? tk.M - m0 : kRowChunk;
-        pack_rows(tk.x_rows, m0, mc, tk.I, xp, x_rows);
-        pack_rows(tk.hprev_rows, m0, mc, hout, hp, h_rows);
+        pack_rows(tk.x_rows, m0, mc, tk.I, xp);
+        pack_rows(tk.hprev_rows, m0, mc, hout, hp);
         for (int nb = nb_begin; nb < nb_end; ++nb) {
           for (int m = 0; m < mc; ++m) {
             const T* src = static_cast<const T*>(tk.dz_rows[m0 + m]) + nb * G4;
             for (int g = 0; g < NG; ++g) V::store(dzp + m * G4 + g * N, V::load(src + g * N));
           }
-          all_cols(tk.I, mc, x_rows, dzp_rows, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
-          all_cols(hout, mc, h_rows, dzp_rows, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
+          all_cols(tk.I, mc, xp, dzp, static_cast<T*>(tk.gw_ih_t) + nb * G4, m0 == 0);
+          all_cols(hout, mc, hp, dzp, static_cast<T*>(tk.gw_hh_t) + nb * G4, m0 == 0);
         }
       }
     }
@@ -111,8 +109,7 @@ struct Grads {
   // h_{t-1} as pairs of consecutive rows per column (its own copy: a conversion per value against the block
   // products of all its units), and per block the dz panel as pairs of rows; O::outer multiplies them.
   //   scratch: dz pairs [kRowChunk / 2][G4], x pairs [kRowChunk / 2][pair_ld(I)], h pairs [..][pair_ld(hout)]
-  // (Whole vectors of 16 words plus a line of them: consecutive rows in consecutive cache sets, as packed_ld.)
-  static std::int64_t pair_ld(int n) { return (static_cast<std::int64_t>(n) + 15) / 16 * 16 + 16; }
+  static std::int64_t pair_ld(int n) { return padded_ld<typename O::A>(n); }
 
   void weights_in_pairs(int nb_begin, int nb_end, int hout, int tid) {
     using A = typename O::A;
@@ -161,7 +158,9 @@ struct Grads {
   void hr_cols(int c0, int pb) {
     R acc[MR][1];
     for (int r = 0; r < MR; ++r) acc[r][0] = V::zero();
-    tile_outer<V, MR, 1>(0, tk.M, tk.hpre_rows, c0, tk.dh_rows, static_cast<std::int64_t>(pb) * N, acc);
+    tile_outer<V, MR, 1>(
+        0, tk.M, [&](int m) { return static_cast<const T*>(tk.hpre_rows[m]) + c0; },
+        [&](int m) { return static_cast<const T*>(tk.dh_rows[m]) + static_cast<std::int64_t>(pb) * N; }, acc);
     for (int r = 0; r < MR; ++r) V::store(static_cast<T*>(tk.gw_hr_t) + (c0 + r) * tk.h_ld + pb * N, acc[r][0]);
   }
   void hr_cols_dispatch(int mr, int c0, int pb) {
@@ -304,7 +303,9 @@ std::size_t training_workspace_impl(int B, int widest_input, int hout, std::int6
   constexpr int G4 = C::kGates * V::N;
   const std::size_t chunk = GradTask::kRowChunk;
   using G = Grads<V, C, O>;
-  if (!O::kConvert) return chunk * (G4 + G::packed_ld(widest_input) + G::packed_ld(hout)) * sizeof(typename V::T);
+  using T = typename V::T;
+  if (!O::kConvert)
+    return chunk * (G4 + G::template padded_ld<T>(widest_input) + G::template padded_ld<T>(hout)) * sizeof(T);
   const std::size_t K = static_cast<std::size_t>(C::kGates * c_ld), word = sizeof(typename O::A);
   const std::size_t grads = chunk / 2 * (G4 + G::pair_ld(widest_input) + G::pair_ld(hout)) * word;
   const std::size_t rows = 2 * O::kRows * static_cast<std::size_t>(O::row_elems(static_cast<int>(K))) * word;

@@ -147,10 +147,10 @@ struct Direction {
   // (V::kPairOneRow), else one; first to last or, with `down`, last to first. One row is bound by the
   // weights' stream: on Zen 5 two panels at once slowed the AVX-512 kernels (T=100 B=1 H=128 172 -> 160 us
   // without, H=512 2.04 -> 1.84 ms, int8 H=512 470 -> 436 us) and sped up the AVX2 ones (H=128 164 -> 140
-  // us, H=256 594 -> 525 us); B=2 gains 4% from them. The blocks
-  // are independent, so the order changes no result. The step alternates it: each step then starts on the
-  // W_hh panels the previous one read last, still in cache when a thread's share outgrows its L2 (a cyclic
-  // pass over such a share misses on every line under LRU replacement; T=100 B=1 H=512 on Zen 5: 1.2x).
+  // us, H=256 594 -> 525 us); B=2 gains 4% from them. The blocks are independent, so the order changes no
+  // result. The step alternates it: each step then starts on the W_hh panels the previous one read last,
+  // still in cache when a thread's share outgrows its L2 (a cyclic pass over such a share misses on every
+  // line under LRU replacement; T=100 B=1 H=512 on Zen 5: 1.2x).
   template <int MR, class F>
   static void over_blocks(int l0, int l1, bool down, F tile) {
     constexpr bool kPairs = (MR == 2 && V::kPairTwoRows) || (MR == 1 && V::kPairOneRow);
